@@ -1,0 +1,1 @@
+//! Delivery agents: LMTP, maildir, mbox, mda and relay.

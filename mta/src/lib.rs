@@ -1,0 +1,19 @@
+//! The SMTP daemon of fugu, in the spirit of OpenSMTPD.
+//!
+//! It reads an OpenSMTPD 6.4+ `smtpd.conf` ([`config`]) with its tables ([`table`]:
+//! `file:`, inline and `sqlite:` through table-sqlite's config format), speaks SMTP through
+//! a sans-IO session core ([`session`]) behind a thin tokio listener, keeps accepted mail
+//! in a durable spool ([`queue`]) and delivers it ([`deliver`]: LMTP, maildir, relay).
+//!
+//! It does not know about the admin console or the appliance schema: everything it looks
+//! up goes through the table queries in its configuration.
+
+pub mod config;
+pub mod deliver;
+pub mod envelope;
+pub mod error;
+pub mod queue;
+pub mod session;
+pub mod table;
+
+pub use error::Error;

@@ -1,0 +1,2 @@
+//! The mta's integration tests: one binary, one module per area.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
