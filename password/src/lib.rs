@@ -19,7 +19,9 @@ pub const BCRYPT_COST: u32 = 10;
 pub enum Error {
     #[error("unknown password scheme {0:?} (expected argon2id or bcrypt)")]
     UnknownScheme(String),
-    #[error("stored hash is not in a format fugu can check (argon2, bcrypt, sha512-crypt, sha256-crypt)")]
+    #[error(
+        "stored hash is not in a format fugu can check (argon2, bcrypt, sha512-crypt, sha256-crypt)"
+    )]
     UnsupportedHash,
     #[error("stored hash is malformed: {0}")]
     MalformedHash(String),
@@ -195,8 +197,16 @@ mod tests {
             dovecot_field("$2b$10$AyZjTpqBmUlXeWuCcuA4o.WLEpNrb1S88ouQOY2BBeJvUb1LDFkL.").unwrap(),
             "{BLF-CRYPT}$2b$10$AyZjTpqBmUlXeWuCcuA4o.WLEpNrb1S88ouQOY2BBeJvUb1LDFkL."
         );
-        assert!(dovecot_field("$argon2id$v=19$x").unwrap().starts_with("{ARGON2ID}$argon2id$"));
-        assert!(dovecot_field("$6$salt$x").unwrap().starts_with("{SHA512-CRYPT}$6$"));
+        assert!(
+            dovecot_field("$argon2id$v=19$x")
+                .unwrap()
+                .starts_with("{ARGON2ID}$argon2id$")
+        );
+        assert!(
+            dovecot_field("$6$salt$x")
+                .unwrap()
+                .starts_with("{SHA512-CRYPT}$6$")
+        );
         assert_eq!(dovecot_field("plaintext"), Err(Error::UnsupportedHash));
     }
 
