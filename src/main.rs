@@ -1,1 +1,101 @@
-fn main(){}
+//! `fugu`: one multi-call binary for the whole appliance. Thin: it parses the command
+//! line, builds each component's typed configuration and calls into the crates.
+
+mod admin_cli;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fugu",
+    version,
+    about = "A mail-server appliance: SMTP server, admin console and provisioner"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the database is unless `--db` says otherwise.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DbArg {
+    /// The appliance database [default: $FUGU_DB, else ./fugu-data/fugu.db when ./fugu-data
+    /// exists (a `fugu up` folder), else /var/lib/fugu/fugu.db]
+    #[arg(long, global = true, value_name = "PATH")]
+    db: Option<PathBuf>,
+}
+
+impl DbArg {
+    pub fn path(&self) -> PathBuf {
+        if let Some(p) = &self.db {
+            return p.clone();
+        }
+        if let Some(p) = std::env::var_os("FUGU_DB") {
+            return PathBuf::from(p);
+        }
+        let local = PathBuf::from(up::DEFAULT_STATE_DIR);
+        if local.is_dir() {
+            return local.join("fugu.db");
+        }
+        PathBuf::from("/var/lib/fugu/fugu.db")
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage mail domains.
+    Domain {
+        #[command(subcommand)]
+        action: admin_cli::DomainCmd,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Manage mailbox users.
+    User {
+        #[command(subcommand)]
+        action: admin_cli::UserCmd,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Manage aliases (forwarding addresses and catch-alls).
+    Alias {
+        #[command(subcommand)]
+        action: admin_cli::AliasCmd,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Hash a password read from standard input and print the bare hash, like `smtpctl encrypt`.
+    Encrypt {
+        /// argon2id (default) or bcrypt (for tables shared with real OpenSMTPD).
+        #[arg(long, default_value = "argon2id")]
+        scheme: password::Scheme,
+    },
+    /// Run the appliance in a local state folder on unprivileged ports.
+    Up(up::UpArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the cause chain joined, as operators read it in a terminal or a log.
+            eprintln!("fugu: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Domain { action, db } => admin_cli::domain(action, &db.path()),
+        Command::User { action, db } => admin_cli::user(action, &db.path()),
+        Command::Alias { action, db } => admin_cli::alias(action, &db.path()),
+        Command::Encrypt { scheme } => admin_cli::encrypt(scheme),
+        Command::Up(args) => up::run(args),
+    }
+}

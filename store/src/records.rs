@@ -297,37 +297,46 @@ impl Store {
 
     // ---- aliases -------------------------------------------------------------------
 
-    pub async fn add_alias(
-        &self,
-        source: &AliasSource,
-        destination: &EmailAddress,
-    ) -> Result<Alias, Error> {
-        if source.to_string() == destination.to_string() {
-            return Err(Error::AliasLoop(source.to_string()));
+    pub async fn add_alias(&self, source: &AliasSource, destination: &EmailAddress) -> Result<Alias, Error> {
+        let mut added = self.add_aliases(source, std::slice::from_ref(destination)).await?;
+        added.pop().ok_or_else(|| Error::AliasNotFound(source.to_string()))
+    }
+
+    /// Adds every destination of `source` in one transaction: all or none.
+    pub async fn add_aliases(&self, source: &AliasSource, destinations: &[EmailAddress]) -> Result<Vec<Alias>, Error> {
+        if let Some(d) = destinations.iter().find(|d| d.to_string() == source.to_string()) {
+            return Err(Error::AliasLoop(d.to_string()));
         }
         let domain = source.domain();
         if self.domain(domain).await?.is_none() {
             return Err(Error::DomainNotFound(domain.to_string()));
         }
-        sqlx::query_as::<_, Alias>(
-            "INSERT INTO aliases (domain, source, destination) VALUES (?, ?, ?)
-             RETURNING id, source, destination, domain, active, created_at",
-        )
-        .bind(domain.as_str())
-        .bind(source.to_string())
-        .bind(destination.to_string())
-        .fetch_one(self.pool())
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                Error::AliasExists {
-                    from: source.to_string(),
-                    to: destination.to_string(),
+        let mut tx = self.pool().begin().await?;
+        let mut added = Vec::with_capacity(destinations.len());
+        for destination in destinations {
+            let alias = sqlx::query_as::<_, Alias>(
+                "INSERT INTO aliases (domain, source, destination) VALUES (?, ?, ?)
+                 RETURNING id, source, destination, domain, active, created_at",
+            )
+            .bind(domain.as_str())
+            .bind(source.to_string())
+            .bind(destination.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::AliasExists {
+                        from: source.to_string(),
+                        to: destination.to_string(),
+                    }
+                } else {
+                    e.into()
                 }
-            } else {
-                e.into()
-            }
-        })
+            })?;
+            added.push(alias);
+        }
+        tx.commit().await?;
+        Ok(added)
     }
 
     pub async fn list_aliases(&self, domain: Option<&DomainName>) -> Result<Vec<Alias>, Error> {

@@ -1,0 +1,151 @@
+//! The built `fugu` binary and a temp root to run it in.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `fugu` binary of this build: `target/<profile>/fugu`, next to the test's own
+/// `deps/` directory. `cargo test --workspace` / `cargo nextest run --workspace` build it.
+pub fn bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("FUGU_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let bin = profile_dir.join("fugu");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build` (the test command builds the workspace)",
+        bin.display()
+    );
+    bin
+}
+
+/// A temp directory that holds one test's database, configs, spool and mail.
+pub struct Root {
+    dir: tempfile::TempDir,
+}
+
+impl Root {
+    pub fn new() -> Root {
+        // Under target/ rather than /tmp: some peers refuse world-writable parents.
+        let base = bin()
+            .parent()
+            .map(|p| p.join("e2e-roots"))
+            .expect("target dir");
+        std::fs::create_dir_all(&base).expect("create e2e-roots");
+        Root {
+            dir: tempfile::Builder::new()
+                .prefix("t")
+                .tempdir_in(base)
+                .expect("temp root"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.join("fugu.db")
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+
+    /// Runs `fugu ARGS…` to completion with `--db` pointing at this root's database.
+    pub fn fugu(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .arg("--db")
+            .arg(self.db())
+            .current_dir(self.path());
+        Run::from(cmd.output().expect("run fugu"))
+    }
+
+    /// Runs `fugu ARGS…` with `input` on standard input.
+    pub fn fugu_stdin(&self, args: &[&str], input: &str) -> Run {
+        use std::io::Write;
+        let mut child = Command::new(bin())
+            .args(args)
+            .current_dir(self.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn fugu");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        Run::from(child.wait_with_output().expect("wait fugu"))
+    }
+}
+
+impl Default for Root {
+    fn default() -> Self {
+        Root::new()
+    }
+}
+
+/// The outcome of one command.
+#[derive(Debug)]
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            ok: o.status.success(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn success(&self) -> &str {
+        assert!(
+            self.ok,
+            "expected success, got failure:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Asserts failure with a one-line error containing `needle`.
+    #[track_caller]
+    pub fn fails_with(&self, needle: &str) {
+        assert!(!self.ok, "expected failure, got success:\n{}", self.stdout);
+        assert_eq!(
+            self.stderr.trim_end().lines().count(),
+            1,
+            "error is not one line:\n{}",
+            self.stderr
+        );
+        assert!(
+            self.stderr.contains(needle),
+            "error {:?} does not mention {needle:?}",
+            self.stderr
+        );
+    }
+}
