@@ -45,6 +45,11 @@ pub struct Recipient {
     pub address: String,
     /// The name of the `action` the matching rule selected.
     pub action: String,
+    /// Where expansion led (`virtual`/`alias`): the final address, when it differs
+    /// from `address`. LMTP `rcpt-to` and `Delivered-To` use it.
+    pub dest: Option<String>,
+    /// The local user owning the mail after expansion (a userbase key), for local actions.
+    pub user: Option<String>,
     /// RFC 3461 `ORCPT=` (addr-type;xtext as received).
     pub orcpt: Option<String>,
     /// RFC 3461 `NOTIFY=`; `None` when the client did not give it.
@@ -74,4 +79,16 @@ pub struct Envelope {
     pub dsn_ret: Option<DsnRet>,
     pub dsn_envid: Option<String>,
     pub recipients: Vec<Recipient>,
+}
+
+/// One delivery an accepted RCPT leads to, after alias and virtual expansion: a
+/// recipient may fan out to several (a multi-destination alias), each queued on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The action that delivers it.
+    pub action: String,
+    /// The final address.
+    pub dest: String,
+    /// The local user that owns the mail, for local actions (userbase key).
+    pub user: Option<String>,
 }

@@ -8,11 +8,15 @@
 //! It does not know about the admin console or the appliance schema: everything it looks
 //! up goes through the table queries in its configuration.
 
+pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod deliver;
 pub mod envelope;
 pub mod error;
+pub mod expand;
 pub mod queue;
+pub mod server;
 pub mod session;
 pub mod table;
 

@@ -126,12 +126,13 @@ pub fn dovecot_field(stored: &str) -> Result<String, Error> {
 }
 
 fn strip_dovecot_prefix(stored: &str) -> &str {
-    if let Some(rest) = stored.strip_prefix('{') {
-        if let Some(end) = rest.find('}') {
-            return &rest[end + 1..];
-        }
+    match stored
+        .strip_prefix('{')
+        .and_then(|rest| rest.find('}').map(|end| &rest[end + 1..]))
+    {
+        Some(bare) => bare,
+        None => stored,
     }
-    stored
 }
 
 /// Checks `password` against a stored hash. `Ok(false)` is a wrong password; an error

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod dns;
+pub mod dovecot;
 pub mod fugu;
 pub mod net;
 pub mod process;

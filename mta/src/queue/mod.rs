@@ -1,1 +1,956 @@
 //! The durable spool: messages and envelopes on stable storage before the 250.
+//!
+//! Layout under the spool directory (OpenSMTPD's, flattened):
+//!
+//! - `incoming/<msgid>.msg`, `incoming/<msgid>.env`: a message being received. Discarded on
+//!   start: the client never got a 250 for it.
+//! - `queue/<msgid>.msg`: the message as received (or compressed/encrypted, see
+//!   [`format::MessageEncoding`]); `queue/<msgid>.env`: its envelope ([`format`]), one block
+//!   per recipient still to deliver.
+//! - `corrupt/`: files that did not decode on start, kept for the operator.
+//! - `queue.lock`: held (`flock`) by the process that has the queue open.
+//!
+//! Durability: [`Incoming::commit`] writes and fsyncs both files, hands them to one
+//! committer thread that renames them into `queue/` and fsyncs that directory once for every
+//! message that finished while its previous round ran (group commit), and returns only
+//! after that fsync. A message is committed exactly when its `.env` is in `queue/`.
+//!
+//! It does not route or expand addresses (the session and the rule evaluator did), and it
+//! does not talk to peers: [`scheduler`] hands due recipients to a [`scheduler::Dispatch`].
+
+pub mod bounce;
+mod codec;
+pub mod format;
+pub mod id;
+pub mod scheduler;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::clock::{Clock, unix_seconds};
+use crate::envelope::Envelope;
+use crate::error::Error;
+pub use format::{MessageEncoding, RcptState, StoredEnvelope, StoredRcpt};
+pub use id::{EvpId, MsgId};
+pub use scheduler::{Dispatch, MessageRef, Outcome, RcptOutcome, RcptRef, Scheduler};
+
+/// Queue settings from `smtpd.conf` (`queue ttl`, `queue compression`,
+/// `queue encryption`) plus the retry schedule.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// `queue ttl`: undelivered recipients bounce this long after the message arrived.
+    pub ttl: Duration,
+    /// First retry delay; doubles per attempt up to `retry_max`, with ±10% jitter.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Deliveries in flight at once to one destination (action + recipient domain).
+    pub max_inflight_per_destination: usize,
+    /// Recipients handed to the agent in one delivery (one LMTP/SMTP transaction).
+    pub max_rcpts_per_delivery: usize,
+    /// The name in DSNs (`Reporting-MTA`, `MAILER-DAEMON@…`).
+    pub hostname: String,
+    /// `queue compression`: zstd the message files.
+    pub compression: bool,
+    /// `queue encryption KEY`: AES-256-GCM the message files with this key.
+    pub encryption_key: Option<[u8; 32]>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            // OpenSMTPD's defaults: queue ttl 4d.
+            ttl: Duration::from_secs(4 * 86400),
+            retry_base: Duration::from_secs(5 * 60),
+            retry_max: Duration::from_secs(4 * 3600),
+            max_inflight_per_destination: 16,
+            max_rcpts_per_delivery: 100,
+            hostname: "localhost".into(),
+            compression: false,
+            encryption_key: None,
+        }
+    }
+}
+
+/// The handle the daemon shares between sessions, the scheduler and `fugu ctl`.
+#[derive(Clone)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    incoming: PathBuf,
+    queue_dir: PathBuf,
+    config: QueueConfig,
+    counters: Arc<Counters>,
+    clock: Arc<dyn Clock>,
+    committer: mpsc::Sender<CommitJob>,
+    state: Mutex<State>,
+    wake: tokio::sync::Notify,
+    _lock: Flock<File>,
+}
+
+#[derive(Default)]
+struct State {
+    messages: HashMap<MsgId, Entry>,
+    /// (next try, envelope) of every recipient waiting, not in flight.
+    due: BTreeSet<(i64, EvpId)>,
+    inflight: HashSet<EvpId>,
+    dest_inflight: HashMap<String, usize>,
+}
+
+struct Entry {
+    env: StoredEnvelope,
+    /// Serialises rewrites of this message's envelope file.
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    commit_rounds: AtomicU64,
+    committed: AtomicU64,
+}
+
+/// Counters for `fugu ctl show stats` and for checking that commits are batched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Directory fsync rounds of the committer.
+    pub commit_rounds: u64,
+    /// Messages those rounds made durable.
+    pub committed: u64,
+    pub messages: usize,
+    pub envelopes: usize,
+    pub inflight: usize,
+}
+
+struct CommitJob {
+    msgid: MsgId,
+    reply: tokio::sync::oneshot::Sender<Result<(), Error>>,
+}
+
+pub(crate) fn io_error(path: &Path, source: std::io::Error) -> Error {
+    match source.kind() {
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => Error::SpoolFull {
+            path: path.to_path_buf(),
+            source,
+        },
+        _ => Error::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(dir, e))
+}
+
+fn blocking_error(e: tokio::task::JoinError) -> Error {
+    Error::Io {
+        path: PathBuf::new(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+impl Queue {
+    /// Opens (creating if needed) the spool at `spool_dir`, discards incomplete incoming
+    /// files, moves undecodable envelopes to `corrupt/` and schedules the rest.
+    pub fn open(
+        spool_dir: impl AsRef<Path>,
+        config: QueueConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Queue, Error> {
+        let dir = spool_dir.as_ref().to_path_buf();
+        let incoming = dir.join("incoming");
+        let queue_dir = dir.join("queue");
+        let corrupt = dir.join("corrupt");
+        for d in [&dir, &incoming, &queue_dir, &corrupt] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+                .map_err(|e| io_error(d, e))?;
+        }
+        // One process owns a spool: a second daemon would discard the first one's
+        // incoming messages. The kernel drops the lock when the owner dies.
+        let lock_path = dir.join("queue.lock");
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| io_error(&lock_path, e))?;
+        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
+            .map_err(|_| Error::SpoolBusy { path: dir.clone() })?;
+        let mut state = State::default();
+        recover(&incoming, &queue_dir, &corrupt, &mut state)?;
+        let (tx, rx) = mpsc::channel();
+        let qd = queue_dir.clone();
+        let inc = incoming.clone();
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        std::thread::Builder::new()
+            .name("fugu-queue-commit".into())
+            .spawn(move || committer(&inc, &qd, &c, rx))
+            .map_err(|e| io_error(&dir, e))?;
+        Ok(Queue {
+            inner: Arc::new(Inner {
+                incoming,
+                queue_dir,
+                config,
+                counters,
+                clock,
+                committer: tx,
+                state: Mutex::new(state),
+                wake: tokio::sync::Notify::new(),
+                _lock: lock,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &QueueConfig {
+        &self.inner.config
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now(&self) -> i64 {
+        unix_seconds(self.inner.clock.now())
+    }
+
+    /// Starts receiving a message for `envelope` (which must have at least one recipient).
+    pub async fn begin(&self, envelope: Envelope) -> Result<Incoming, Error> {
+        self.begin_inner(envelope, false).await
+    }
+
+    async fn begin_inner(&self, envelope: Envelope, is_bounce: bool) -> Result<Incoming, Error> {
+        let q = self.clone();
+        let (msgid, file) = tokio::task::spawn_blocking(move || q.create_incoming())
+            .await
+            .map_err(blocking_error)??;
+        let encoding = match (
+            self.inner.config.compression,
+            self.inner.config.encryption_key.is_some(),
+        ) {
+            (false, false) => MessageEncoding::Plain,
+            (true, false) => MessageEncoding::Zstd,
+            (false, true) => MessageEncoding::Aes256Gcm,
+            (true, true) => MessageEncoding::ZstdAes256Gcm,
+        };
+        Ok(Incoming {
+            queue: self.clone(),
+            msgid,
+            file: Some(file),
+            buf: Vec::new(),
+            envelope,
+            encoding,
+            is_bounce,
+            finished: false,
+        })
+    }
+
+    fn create_incoming(&self) -> Result<(MsgId, File), Error> {
+        loop {
+            let msgid = MsgId::random();
+            if self.state().messages.contains_key(&msgid)
+                || self.inner.queue_dir.join(format!("{msgid}.env")).exists()
+            {
+                continue;
+            }
+            let path = self.inner.incoming.join(format!("{msgid}.msg"));
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(f) => {
+                    // A commit of the same id may have just left incoming/: check again.
+                    if self.inner.queue_dir.join(format!("{msgid}.msg")).exists() {
+                        let _ = fs::remove_file(&path);
+                        continue;
+                    }
+                    return Ok((msgid, f));
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_error(&path, e)),
+            }
+        }
+    }
+
+    fn msg_path(&self, msgid: MsgId) -> PathBuf {
+        self.inner.queue_dir.join(format!("{msgid}.msg"))
+    }
+
+    fn env_path(&self, msgid: MsgId) -> PathBuf {
+        self.inner.queue_dir.join(format!("{msgid}.env"))
+    }
+
+    /// Every envelope (one entry per recipient) as the running daemon sees it.
+    pub fn list(&self) -> Vec<QueueEntry> {
+        let st = self.state();
+        let mut out: Vec<QueueEntry> = st
+            .messages
+            .values()
+            .flat_map(|e| {
+                e.env
+                    .rcpts
+                    .iter()
+                    .map(|r| QueueEntry::new(&e.env, r, st.inflight.contains(&r.evpid)))
+            })
+            .collect();
+        out.sort_by_key(|e| e.evpid);
+        out
+    }
+
+    /// Every envelope read straight from the spool files, for `fugu ctl show queue` while
+    /// the daemon is down (it takes no lock). Undecodable envelopes are skipped.
+    pub fn list_offline(spool_dir: impl AsRef<Path>) -> Result<Vec<QueueEntry>, Error> {
+        let qd = spool_dir.as_ref().join("queue");
+        let mut out = Vec::new();
+        let rd = fs::read_dir(&qd).map_err(|e| io_error(&qd, e))?;
+        for ent in rd {
+            let ent = ent.map_err(|e| io_error(&qd, e))?;
+            let path = ent.path();
+            if path.extension().and_then(|x| x.to_str()) != Some("env") {
+                continue;
+            }
+            let Ok(bytes) = fs::read(&path) else { continue };
+            let Ok(env) = format::decode(&path, &bytes) else {
+                continue;
+            };
+            out.extend(env.rcpts.iter().map(|r| QueueEntry::new(&env, r, false)));
+        }
+        out.sort_by_key(|e| e.evpid);
+        Ok(out)
+    }
+
+    /// The envelope file text of a queued message (by msgid or any of its evpids).
+    pub fn show_envelope(&self, id: &str) -> Result<String, Error> {
+        let msgid = parse_any_id(id)?;
+        let st = self.state();
+        let e = st
+            .messages
+            .get(&msgid)
+            .ok_or_else(|| Error::NoSuchId(id.into()))?;
+        Ok(format::encode(&e.env))
+    }
+
+    /// The message as received (decompressed and decrypted).
+    pub async fn show_message(&self, id: &str) -> Result<Vec<u8>, Error> {
+        let msgid = parse_any_id(id)?;
+        let r = self
+            .message_ref(msgid)
+            .ok_or_else(|| Error::NoSuchId(id.into()))?;
+        r.read().await
+    }
+
+    fn message_ref(&self, msgid: MsgId) -> Option<MessageRef> {
+        let st = self.state();
+        let e = st.messages.get(&msgid)?;
+        Some(MessageRef {
+            msgid,
+            envelope: Arc::new(e.env.header.clone()),
+            ctime: e.env.ctime,
+            path: self.msg_path(msgid),
+            encoding: e.env.encoding,
+            key: self.inner.config.encryption_key,
+        })
+    }
+
+    /// Makes every waiting recipient of `id` (msgid or evpid; `all` for everything) due now.
+    pub fn schedule(&self, id: &str) -> Result<usize, Error> {
+        let now = self.now();
+        let filter = IdFilter::parse(id)?;
+        let mut st = self.state();
+        let moved: Vec<(i64, EvpId)> = st
+            .due
+            .iter()
+            .filter(|(t, e)| *t > now && filter.matches(*e))
+            .copied()
+            .collect();
+        for (t, e) in &moved {
+            st.due.remove(&(*t, *e));
+            st.due.insert((now, *e));
+            if let Some(m) = st.messages.get_mut(&e.msgid())
+                && let Some(r) = m.env.rcpts.iter_mut().find(|r| r.evpid == *e)
+            {
+                r.next_try = now;
+            }
+        }
+        drop(st);
+        self.inner.wake.notify_one();
+        Ok(moved.len())
+    }
+
+    /// Deletes the waiting recipients of `id` (msgid, evpid or `all`); returns how many.
+    /// Recipients in flight are left alone.
+    pub async fn remove(&self, id: &str) -> Result<usize, Error> {
+        let filter = IdFilter::parse(id)?;
+        let targets: Vec<EvpId> = {
+            let st = self.state();
+            st.due
+                .iter()
+                .filter(|(_, e)| filter.matches(*e))
+                .map(|(_, e)| *e)
+                .collect()
+        };
+        let mut by_msg: HashMap<MsgId, Vec<EvpId>> = HashMap::new();
+        for e in &targets {
+            by_msg.entry(e.msgid()).or_default().push(*e);
+        }
+        for (msgid, evps) in by_msg {
+            {
+                let mut st = self.state();
+                for e in &evps {
+                    st.due.retain(|(_, x)| x != e);
+                }
+                if let Some(m) = st.messages.get_mut(&msgid) {
+                    m.env.rcpts.retain(|r| !evps.contains(&r.evpid));
+                }
+            }
+            for e in &evps {
+                tracing::info!("delivery: Remove for {e}: stat=Removed by administrator");
+            }
+            self.persist(msgid).await?;
+        }
+        Ok(targets.len())
+    }
+
+    /// Rewrites (or, with no recipients left, deletes) one message's files from the
+    /// in-memory state.
+    async fn persist(&self, msgid: MsgId) -> Result<(), Error> {
+        let lock = match self.state().messages.get(&msgid) {
+            Some(e) => e.write_lock.clone(),
+            None => return Ok(()),
+        };
+        let _guard = lock.lock().await;
+        // Snapshot after taking the write lock, so the last writer writes the newest state.
+        let snapshot = {
+            let mut st = self.state();
+            let Some(e) = st.messages.get(&msgid) else {
+                return Ok(());
+            };
+            if e.env.rcpts.is_empty() {
+                st.messages.remove(&msgid);
+                None
+            } else {
+                Some(format::encode(&e.env))
+            }
+        };
+        let env_path = self.env_path(msgid);
+        let msg_path = self.msg_path(msgid);
+        let qd = self.inner.queue_dir.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), Error> {
+            match snapshot {
+                None => {
+                    // The envelope goes first: a message file without one is an orphan
+                    // that recovery deletes.
+                    fs::remove_file(&env_path).map_err(|e| io_error(&env_path, e))?;
+                    let _ = fs::remove_file(&msg_path);
+                    fsync_dir(&qd)
+                }
+                Some(text) => {
+                    let tmp = env_path.with_extension("env.tmp");
+                    let mut f = OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&tmp)
+                        .map_err(|e| io_error(&tmp, e))?;
+                    let r = f
+                        .write_all(text.as_bytes())
+                        .and_then(|()| f.sync_all())
+                        .and_then(|()| fs::rename(&tmp, &env_path));
+                    if let Err(e) = r {
+                        let _ = fs::remove_file(&tmp);
+                        return Err(io_error(&env_path, e));
+                    }
+                    Ok(())
+                }
+            }
+        })
+        .await
+        .map_err(blocking_error)?
+    }
+
+    /// Waits until something may have become due (a commit, `schedule`, an outcome).
+    pub(crate) async fn woken(&self) {
+        self.inner.wake.notified().await
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        let st = self.state();
+        QueueStats {
+            commit_rounds: self.inner.counters.commit_rounds.load(Ordering::Relaxed),
+            committed: self.inner.counters.committed.load(Ordering::Relaxed),
+            messages: st.messages.len(),
+            envelopes: st.messages.values().map(|m| m.env.rcpts.len()).sum(),
+            inflight: st.inflight.len(),
+        }
+    }
+}
+
+fn parse_any_id(id: &str) -> Result<MsgId, Error> {
+    if let Ok(e) = id.parse::<EvpId>() {
+        return Ok(e.msgid());
+    }
+    id.parse::<MsgId>().map_err(|_| Error::NoSuchId(id.into()))
+}
+
+enum IdFilter {
+    All,
+    Msg(MsgId),
+    Evp(EvpId),
+}
+
+impl IdFilter {
+    fn parse(id: &str) -> Result<IdFilter, Error> {
+        if id == "all" {
+            Ok(IdFilter::All)
+        } else if let Ok(e) = id.parse::<EvpId>() {
+            Ok(IdFilter::Evp(e))
+        } else if let Ok(m) = id.parse::<MsgId>() {
+            Ok(IdFilter::Msg(m))
+        } else {
+            Err(Error::NoSuchId(id.into()))
+        }
+    }
+
+    fn matches(&self, e: EvpId) -> bool {
+        match self {
+            IdFilter::All => true,
+            IdFilter::Msg(m) => e.msgid() == *m,
+            IdFilter::Evp(x) => e == *x,
+        }
+    }
+}
+
+/// One line of `fugu ctl show queue`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEntry {
+    pub evpid: EvpId,
+    pub local_origin: bool,
+    pub action: String,
+    pub is_bounce: bool,
+    pub auth: bool,
+    pub sender: Option<String>,
+    pub rcpt: String,
+    pub ctime: i64,
+    pub expire: i64,
+    pub last_try: i64,
+    pub retries: u32,
+    pub next_try: i64,
+    pub inflight: bool,
+    pub last_error: Option<String>,
+}
+
+impl QueueEntry {
+    fn new(env: &StoredEnvelope, r: &StoredRcpt, inflight: bool) -> QueueEntry {
+        QueueEntry {
+            evpid: r.evpid,
+            local_origin: env.header.origin == crate::envelope::Origin::Local,
+            action: r.recipient.action.clone(),
+            is_bounce: env.is_bounce,
+            auth: env.header.auth_user.is_some(),
+            sender: env.header.mail_from.clone(),
+            rcpt: r.recipient.address.clone(),
+            ctime: env.ctime,
+            expire: env.expire,
+            last_try: r.last_try,
+            retries: r.retries,
+            next_try: r.next_try,
+            inflight,
+            last_error: r.last_error.clone(),
+        }
+    }
+
+    /// OpenSMTPD's `show queue` line:
+    /// `evpid|src|action|flags|sender|rcpt|rcpt|ctime|expire|lasttry|retries|runstate|delay|error`.
+    /// fugu prints the action name where smtpctl prints the agent. `running` is false when
+    /// read from the spool with the daemon down (`offline|`).
+    pub fn line(&self, now: i64, running: bool) -> String {
+        let mut flags = Vec::new();
+        if self.is_bounce {
+            flags.push("bounce");
+        }
+        if self.auth {
+            flags.push("auth");
+        }
+        let runstate = if !running {
+            "offline|".to_string()
+        } else if self.inflight {
+            "inflight|0".to_string()
+        } else {
+            format!("pending|{}", (self.next_try - now).max(0))
+        };
+        let mut err = String::new();
+        for c in self.last_error.as_deref().unwrap_or("").chars() {
+            match c {
+                '|' | '\\' => {
+                    err.push('\\');
+                    err.push(c);
+                }
+                c if c.is_control() => err.push_str(&format!("\\{:03o}", c as u32)),
+                c => err.push(c),
+            }
+        }
+        format!(
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            self.evpid,
+            if self.local_origin { "local" } else { "inet" },
+            self.action,
+            flags.join(","),
+            self.sender.as_deref().unwrap_or(""),
+            self.rcpt,
+            self.rcpt,
+            self.ctime,
+            self.expire,
+            self.last_try,
+            self.retries,
+            runstate,
+            (now - self.ctime).max(0),
+            err
+        )
+    }
+}
+
+/// A message being received. Dropping it without [`commit`](Incoming::commit) discards it.
+pub struct Incoming {
+    queue: Queue,
+    msgid: MsgId,
+    file: Option<File>,
+    buf: Vec<u8>,
+    envelope: Envelope,
+    encoding: MessageEncoding,
+    is_bounce: bool,
+    finished: bool,
+}
+
+/// Data is written to the incoming file in chunks this size, off the async threads.
+const FLUSH_AT: usize = 256 * 1024;
+
+impl Incoming {
+    pub fn msgid(&self) -> MsgId {
+        self.msgid
+    }
+
+    /// Appends message bytes (as received, after dot-unstuffing).
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.buf.extend_from_slice(data);
+        // Compressed or encrypted messages are encoded whole at commit.
+        if self.encoding == MessageEncoding::Plain && self.buf.len() >= FLUSH_AT {
+            let r = self.flush().await;
+            if r.is_err() {
+                // Nothing half-written stays behind: the session answers 452 and the
+                // message is gone (further writes and the commit fail).
+                self.discard();
+            }
+            return r;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), Error> {
+        let Some(mut file) = self.file.take() else {
+            return Err(Error::QueueClosed);
+        };
+        let buf = std::mem::take(&mut self.buf);
+        let path = self.incoming_msg();
+        let (file, buf, r) = tokio::task::spawn_blocking(move || {
+            let r = file.write_all(&buf);
+            (file, buf, r)
+        })
+        .await
+        .map_err(blocking_error)?;
+        self.file = Some(file);
+        self.buf = buf;
+        self.buf.clear();
+        r.map_err(|e| io_error(&path, e))
+    }
+
+    fn incoming_msg(&self) -> PathBuf {
+        self.queue
+            .inner
+            .incoming
+            .join(format!("{}.msg", self.msgid))
+    }
+
+    fn incoming_env(&self) -> PathBuf {
+        self.queue
+            .inner
+            .incoming
+            .join(format!("{}.env", self.msgid))
+    }
+
+    /// Makes the message durable and schedules it. Returns only after the message file,
+    /// its envelope and the directory entries naming them are on stable storage.
+    pub async fn commit(mut self) -> Result<MsgId, Error> {
+        let r = self.commit_inner().await;
+        if r.is_err() {
+            self.discard();
+        }
+        r
+    }
+
+    async fn commit_inner(&mut self) -> Result<MsgId, Error> {
+        if self.envelope.recipients.is_empty() {
+            return Err(Error::BadEnvelope {
+                path: self.incoming_env(),
+                line: 0,
+                reason: "no recipients".into(),
+            });
+        }
+        let now = self.queue.now();
+        let ttl = i64::try_from(self.queue.inner.config.ttl.as_secs()).unwrap_or(i64::MAX);
+        let mut header = self.envelope.clone();
+        let recipients = std::mem::take(&mut header.recipients);
+        let env = StoredEnvelope {
+            msgid: self.msgid,
+            ctime: now,
+            expire: now.saturating_add(ttl),
+            encoding: self.encoding,
+            is_bounce: self.is_bounce,
+            header,
+            rcpts: recipients
+                .into_iter()
+                .map(|recipient| StoredRcpt {
+                    evpid: self.msgid.new_evpid(),
+                    recipient,
+                    state: RcptState::Pending,
+                    retries: 0,
+                    last_try: 0,
+                    next_try: now,
+                    last_error: None,
+                })
+                .collect(),
+        };
+        let text = format::encode(&env);
+        let Some(mut file) = self.file.take() else {
+            return Err(Error::QueueClosed);
+        };
+        let buf = std::mem::take(&mut self.buf);
+        let encoding = self.encoding;
+        let key = self.queue.inner.config.encryption_key;
+        let msg_path = self.incoming_msg();
+        let env_path = self.incoming_env();
+        tokio::task::spawn_blocking(move || -> Result<(), Error> {
+            let data =
+                codec::encode(encoding, key.as_ref(), buf).map_err(|e| io_error(&msg_path, e))?;
+            file.write_all(&data)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io_error(&msg_path, e))?;
+            let mut ef = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&env_path)
+                .map_err(|e| io_error(&env_path, e))?;
+            ef.write_all(text.as_bytes())
+                .and_then(|()| ef.sync_all())
+                .map_err(|e| io_error(&env_path, e))
+        })
+        .await
+        .map_err(blocking_error)??;
+
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queue
+            .inner
+            .committer
+            .send(CommitJob {
+                msgid: self.msgid,
+                reply: tx,
+            })
+            .map_err(|_| Error::QueueClosed)?;
+        rx.await.map_err(|_| Error::QueueClosed)??;
+        self.finished = true;
+
+        {
+            let mut st = self.queue.state();
+            for r in &env.rcpts {
+                st.due.insert((r.next_try, r.evpid));
+            }
+            st.messages.insert(
+                self.msgid,
+                Entry {
+                    env,
+                    write_lock: Arc::default(),
+                },
+            );
+        }
+        self.queue.inner.wake.notify_one();
+        Ok(self.msgid)
+    }
+
+    /// Discards the message (the session failed or the client gave up).
+    pub fn abort(mut self) {
+        self.discard();
+    }
+
+    fn discard(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.file = None;
+        let _ = fs::remove_file(self.incoming_msg());
+        let _ = fs::remove_file(self.incoming_env());
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        self.discard();
+    }
+}
+
+/// The group-commit loop: every job that arrived while the previous round ran is moved
+/// into `queue/` and covered by one directory fsync.
+fn committer(
+    incoming: &Path,
+    queue_dir: &Path,
+    counters: &Counters,
+    rx: mpsc::Receiver<CommitJob>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(j) = rx.try_recv() {
+            batch.push(j);
+        }
+        let mut moved = Vec::with_capacity(batch.len());
+        for job in batch {
+            let mut r = Ok(());
+            for ext in ["msg", "env"] {
+                let from = incoming.join(format!("{}.{ext}", job.msgid));
+                let to = queue_dir.join(format!("{}.{ext}", job.msgid));
+                if let Err(e) = fs::rename(&from, &to) {
+                    r = Err(io_error(&to, e));
+                    break;
+                }
+            }
+            match r {
+                Ok(()) => moved.push(job),
+                Err(e) => {
+                    remove_queued(queue_dir, job.msgid);
+                    let _ = job.reply.send(Err(e));
+                }
+            }
+        }
+        if moved.is_empty() {
+            continue;
+        }
+        match fsync_dir(queue_dir) {
+            Ok(()) => {
+                tracing::trace!(messages = moved.len(), "queue: commit round");
+                counters.commit_rounds.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .committed
+                    .fetch_add(moved.len() as u64, Ordering::Relaxed);
+                for job in moved {
+                    let _ = job.reply.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!("queue: directory fsync failed: {e}");
+                for job in moved {
+                    remove_queued(queue_dir, job.msgid);
+                    let _ = job.reply.send(Err(io_error(
+                        queue_dir,
+                        std::io::Error::other(e.to_string()),
+                    )));
+                }
+            }
+        }
+    }
+}
+
+fn remove_queued(queue_dir: &Path, msgid: MsgId) {
+    let _ = fs::remove_file(queue_dir.join(format!("{msgid}.env")));
+    let _ = fs::remove_file(queue_dir.join(format!("{msgid}.msg")));
+}
+
+fn recover(incoming: &Path, queue_dir: &Path, corrupt: &Path, st: &mut State) -> Result<(), Error> {
+    let mut discarded = 0;
+    for ent in fs::read_dir(incoming).map_err(|e| io_error(incoming, e))? {
+        let ent = ent.map_err(|e| io_error(incoming, e))?;
+        fs::remove_file(ent.path()).map_err(|e| io_error(&ent.path(), e))?;
+        discarded += 1;
+    }
+    let mut envs = Vec::new();
+    let mut msgs = HashSet::new();
+    for ent in fs::read_dir(queue_dir).map_err(|e| io_error(queue_dir, e))? {
+        let ent = ent.map_err(|e| io_error(queue_dir, e))?;
+        let path = ent.path();
+        let name = ent.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name.strip_suffix(".env") {
+            envs.push((id.to_string(), path));
+        } else if let Some(id) = name.strip_suffix(".msg") {
+            msgs.insert(id.to_string());
+        } else {
+            // Interrupted envelope rewrites (`.env.tmp`) and strays: the `.env` beside
+            // them is the committed state.
+            let _ = fs::remove_file(&path);
+        }
+    }
+    let mut loaded = 0;
+    for (id, path) in envs {
+        let decoded = fs::read(&path)
+            .map_err(|e| io_error(&path, e))
+            .and_then(|b| format::decode(&path, &b));
+        match decoded {
+            Ok(env) if msgs.contains(&id) && env.msgid.to_string() == id => {
+                msgs.remove(&id);
+                for r in &env.rcpts {
+                    st.due.insert((r.next_try, r.evpid));
+                }
+                st.messages.insert(
+                    env.msgid,
+                    Entry {
+                        env,
+                        write_lock: Arc::default(),
+                    },
+                );
+                loaded += 1;
+            }
+            other => {
+                let why = match other {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "message file missing or misnamed".into(),
+                };
+                tracing::error!("queue: moving {} to corrupt/: {why}", path.display());
+                let _ = fs::rename(&path, corrupt.join(format!("{id}.env")));
+                if msgs.remove(&id) {
+                    let _ = fs::rename(
+                        queue_dir.join(format!("{id}.msg")),
+                        corrupt.join(format!("{id}.msg")),
+                    );
+                }
+            }
+        }
+    }
+    // Message files without an envelope never got their 250.
+    for id in msgs {
+        let _ = fs::remove_file(queue_dir.join(format!("{id}.msg")));
+    }
+    fsync_dir(incoming)?;
+    fsync_dir(queue_dir)?;
+    if discarded > 0 || loaded > 0 {
+        tracing::info!(
+            "queue: recovered {loaded} messages, discarded {discarded} incomplete files"
+        );
+    }
+    Ok(())
+}

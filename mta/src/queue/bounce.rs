@@ -1,0 +1,303 @@
+//! Delivery status notifications: RFC 3464 `multipart/report` messages for recipients
+//! that failed permanently or expired in the queue.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use super::format::StoredEnvelope;
+use crate::clock::unix_seconds;
+use crate::envelope::DsnRet;
+
+/// One recipient in a DSN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedRcpt {
+    pub address: String,
+    /// RFC 3461 ORCPT as received (`rfc822;user@example.org`).
+    pub orcpt: Option<String>,
+    /// The last reply or error, e.g. `550 5.1.1 <bob@example.net>: no such user`.
+    pub diagnostic: String,
+    /// Failed because the queue ttl ran out rather than by a permanent reply.
+    pub expired: bool,
+    /// Unix seconds of the last attempt, if any.
+    pub last_attempt: Option<i64>,
+}
+
+pub struct DsnInput<'a> {
+    pub hostname: &'a str,
+    pub now: SystemTime,
+    pub boundary: &'a str,
+    /// Without angle brackets.
+    pub message_id: &'a str,
+    pub envelope: &'a StoredEnvelope,
+    pub failed: &'a [FailedRcpt],
+    /// The original message as spooled (CRLF).
+    pub original: &'a [u8],
+}
+
+/// The enhanced status code for a failed recipient: the one in its diagnostic if there is
+/// one (`550 5.1.1 …`), else 4.4.7 for expiry (RFC 3463 §3.5) or 5.0.0.
+pub fn status_of(f: &FailedRcpt) -> String {
+    let mut words = f.diagnostic.split_whitespace();
+    let _code = words.next();
+    if let Some(w) = words.next() {
+        let parts: Vec<&str> = w.split('.').collect();
+        if parts.len() == 3
+            && matches!(parts[0], "2" | "4" | "5")
+            && parts[1..]
+                .iter()
+                .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            // An expired recipient is a permanent failure even if its last reply was 4xx.
+            if f.expired && parts[0] == "4" {
+                return "4.4.7".into();
+            }
+            return w.to_string();
+        }
+    }
+    if f.expired {
+        "4.4.7".into()
+    } else {
+        "5.0.0".into()
+    }
+}
+
+struct Civil {
+    year: i64,
+    month: usize,
+    day: i64,
+    weekday: usize,
+    secs_of_day: i64,
+}
+
+fn civil(t: SystemTime) -> Civil {
+    let secs = unix_seconds(t);
+    let days = secs.div_euclid(86400);
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    Civil {
+        year: yoe + era * 400 + i64::from(month <= 2),
+        month: (month - 1) as usize,
+        day,
+        weekday: days.rem_euclid(7) as usize,
+        secs_of_day: secs.rem_euclid(86400),
+    }
+}
+
+const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// RFC 5322 §3.3 date-time in UTC.
+pub fn rfc5322_date(t: SystemTime) -> String {
+    let c = civil(t);
+    let r = c.secs_of_day;
+    format!(
+        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
+        DAYS[c.weekday],
+        c.day,
+        MONTHS[c.month],
+        c.year,
+        r / 3600,
+        r % 3600 / 60,
+        r % 60
+    )
+}
+
+/// asctime(3) form in UTC, as in mbox `From ` lines: `Tue Nov 14 22:13:20 2023`.
+pub fn asctime(t: SystemTime) -> String {
+    let c = civil(t);
+    let r = c.secs_of_day;
+    format!(
+        "{} {} {:>2} {:02}:{:02}:{:02} {}",
+        DAYS[c.weekday],
+        MONTHS[c.month],
+        c.day,
+        r / 3600,
+        r % 3600 / 60,
+        r % 60,
+        c.year
+    )
+}
+
+fn headers_of(msg: &[u8]) -> &[u8] {
+    let end = msg
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 2)
+        .or_else(|| msg.windows(2).position(|w| w == b"\n\n").map(|p| p + 1))
+        .unwrap_or(msg.len());
+    &msg[..end]
+}
+
+/// Renders the DSN with CRLF line ends.
+pub fn render(i: &DsnInput<'_>) -> Vec<u8> {
+    let env = i.envelope;
+    let any_perm = i.failed.iter().any(|f| !f.expired);
+    let mut h = String::new();
+    let mut l = |s: &str| {
+        h.push_str(s);
+        h.push_str("\r\n");
+    };
+    l(&format!(
+        "From: Mail Delivery System <MAILER-DAEMON@{}>",
+        i.hostname
+    ));
+    l(&format!(
+        "To: {}",
+        env.header.mail_from.as_deref().unwrap_or("")
+    ));
+    l(&format!(
+        "Subject: Delivery status notification: {}",
+        if any_perm { "error" } else { "expired" }
+    ));
+    l(&format!("Date: {}", rfc5322_date(i.now)));
+    l(&format!("Message-ID: <{}>", i.message_id));
+    l("MIME-Version: 1.0");
+    l(&format!(
+        "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{}\"",
+        i.boundary
+    ));
+    // RFC 3834 §5: automatic responses say so, which keeps vacation responders quiet.
+    l("Auto-Submitted: auto-replied");
+    l("");
+    l("This is a MIME-encapsulated message.");
+    l("");
+    l(&format!("--{}", i.boundary));
+    l("Content-Type: text/plain; charset=us-ascii");
+    l("Content-Description: Notification");
+    l("");
+    l("Hi!");
+    l("");
+    l("This is the MAILER-DAEMON, please DO NOT REPLY to this email.");
+    l("");
+    l("An error has occurred while attempting to deliver a message for");
+    l("the following list of recipients:");
+    l("");
+    for f in i.failed {
+        let why = if f.expired {
+            format!("message expired in the queue; last error: {}", f.diagnostic)
+        } else {
+            f.diagnostic.clone()
+        };
+        l(&format!("{}: {}", f.address, why));
+    }
+    l("");
+    l("Below is a copy of the original message:");
+    l("");
+    l(&format!("--{}", i.boundary));
+    l("Content-Type: message/delivery-status");
+    l("");
+    // RFC 3464 §2.2: per-message fields.
+    l(&format!("Reporting-MTA: dns; {}", i.hostname));
+    if let Some(envid) = &env.header.dsn_envid {
+        l(&format!("Original-Envelope-Id: {envid}"));
+    }
+    l(&format!(
+        "Arrival-Date: {}",
+        rfc5322_date(
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(env.ctime.max(0) as u64)
+        )
+    ));
+    for f in i.failed {
+        // RFC 3464 §2.3: per-recipient fields, each group after a blank line.
+        l("");
+        if let Some(o) = &f.orcpt {
+            l(&format!("Original-Recipient: {o}"));
+        }
+        l(&format!("Final-Recipient: rfc822; {}", f.address));
+        l("Action: failed");
+        l(&format!("Status: {}", status_of(f)));
+        if f.diagnostic.len() >= 3 && f.diagnostic.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
+            l(&format!(
+                "Diagnostic-Code: smtp; {}",
+                one_line(&f.diagnostic)
+            ));
+        } else {
+            l(&format!(
+                "Diagnostic-Code: x-local; {}",
+                one_line(&f.diagnostic)
+            ));
+        }
+        if let Some(t) = f.last_attempt {
+            l(&format!(
+                "Last-Attempt-Date: {}",
+                rfc5322_date(
+                    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64)
+                )
+            ));
+        }
+    }
+    l("");
+    l(&format!("--{}", i.boundary));
+    let full = env.header.dsn_ret != Some(DsnRet::Headers);
+    if full {
+        l("Content-Type: message/rfc822");
+    } else {
+        l("Content-Type: text/rfc822-headers");
+    }
+    l("");
+    let mut out = h.into_bytes();
+    let body = if full {
+        i.original
+    } else {
+        headers_of(i.original)
+    };
+    out.extend_from_slice(body);
+    if !body.ends_with(b"\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut tail = String::new();
+    let _ = write!(tail, "\r\n--{}--\r\n", i.boundary);
+    out.extend_from_slice(tail.as_bytes());
+    out
+}
+
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn dates_render_in_rfc5322_form() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(rfc5322_date(t), "Tue, 14 Nov 2023 22:13:20 +0000");
+        assert_eq!(
+            rfc5322_date(SystemTime::UNIX_EPOCH),
+            "Thu, 1 Jan 1970 00:00:00 +0000"
+        );
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc5322_date(leap), "Tue, 29 Feb 2000 00:00:00 +0000");
+        assert_eq!(asctime(leap), "Tue Feb 29 00:00:00 2000");
+        assert_eq!(asctime(SystemTime::UNIX_EPOCH), "Thu Jan  1 00:00:00 1970");
+    }
+
+    #[test]
+    fn status_comes_from_the_reply_or_the_failure_kind() {
+        let f = |d: &str, expired| FailedRcpt {
+            address: "a@b".into(),
+            orcpt: None,
+            diagnostic: d.into(),
+            expired,
+            last_attempt: None,
+        };
+        assert_eq!(status_of(&f("550 5.1.1 no such user", false)), "5.1.1");
+        assert_eq!(status_of(&f("452 4.2.2 Quota exceeded", true)), "4.4.7");
+        assert_eq!(status_of(&f("Envelope expired", true)), "4.4.7");
+        assert_eq!(status_of(&f("mda exited 1", false)), "5.0.0");
+        assert_eq!(status_of(&f("550 5.x.1 odd", false)), "5.0.0");
+    }
+}

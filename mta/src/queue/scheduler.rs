@@ -1,0 +1,547 @@
+//! The scheduler: picks due recipients, groups them per message, action and destination
+//! domain, hands each group to a delivery agent through [`Dispatch`], and applies the
+//! outcome per recipient: delivered → removed; temporary → retried with exponential
+//! backoff and jitter until the queue ttl; permanent or expired → bounced (RFC 3464 DSN,
+//! never to the null sender) and removed.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::format::{RcptState, StoredEnvelope};
+use super::id::{EvpId, MsgId, random_u64};
+use super::{Queue, bounce, codec, io_error};
+use crate::envelope::{Envelope, Origin, Recipient};
+use crate::error::Error;
+
+/// What a delivery agent reports for one recipient. The text is the peer's reply or the
+/// agent's error, e.g. `250 2.0.0 <x> Saved` or `452 4.2.2 Quota exceeded`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered(String),
+    TempFail(String),
+    PermFail(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RcptOutcome {
+    pub evpid: EvpId,
+    pub outcome: Outcome,
+}
+
+/// One recipient handed to an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RcptRef {
+    pub evpid: EvpId,
+    /// The address as accepted at RCPT.
+    pub address: String,
+    /// The final address after expansion (`address` when nothing expanded).
+    pub dest: String,
+    /// The local user owning the mail, for local actions.
+    pub user: Option<String>,
+    pub orcpt: Option<String>,
+    /// Attempts so far.
+    pub retries: u32,
+}
+
+/// The message handed to an agent: its envelope header and a way to read its bytes.
+#[derive(Debug, Clone)]
+pub struct MessageRef {
+    pub msgid: MsgId,
+    pub envelope: Arc<Envelope>,
+    /// Unix seconds when it was queued (for `delay=` in logs).
+    pub ctime: i64,
+    pub(crate) path: PathBuf,
+    pub(crate) encoding: super::MessageEncoding,
+    pub(crate) key: Option<[u8; 32]>,
+}
+
+impl MessageRef {
+    /// `None` is the null reverse-path.
+    pub fn sender(&self) -> Option<&str> {
+        self.envelope.mail_from.as_deref()
+    }
+
+    /// The message as received (CRLF line ends, dot-unstuffed), decoded from the spool.
+    pub async fn read(&self) -> Result<Vec<u8>, Error> {
+        let path = self.path.clone();
+        let enc = self.encoding;
+        let key = self.key;
+        tokio::task::spawn_blocking(move || {
+            std::fs::read(&path)
+                .and_then(|b| codec::decode(enc, key.as_ref(), b))
+                .map_err(|e| io_error(&path, e))
+        })
+        .await
+        .map_err(super::blocking_error)?
+    }
+}
+
+/// The mapping from an action name to a delivery agent, implemented by the daemon from
+/// the parsed `action` lines.
+pub trait Dispatch: Send + Sync + 'static {
+    /// Delivers `msg` to `rcpts` with the action named `action`; one outcome per
+    /// recipient (a missing outcome counts as a temporary failure).
+    fn deliver(
+        &self,
+        action: &str,
+        msg: &MessageRef,
+        rcpts: &[RcptRef],
+    ) -> impl Future<Output = Vec<RcptOutcome>> + Send;
+
+    /// Where a bounce to `sender` goes (as the rule set routes a locally submitted
+    /// message to that address, expanded); `None` drops the bounce, logged.
+    fn bounce_targets(&self, sender: &str) -> Option<Vec<crate::envelope::Target>>;
+}
+
+pub struct Scheduler<D: Dispatch> {
+    queue: Queue,
+    dispatch: Arc<D>,
+}
+
+impl<D: Dispatch> Clone for Scheduler<D> {
+    fn clone(&self) -> Self {
+        Scheduler {
+            queue: self.queue.clone(),
+            dispatch: self.dispatch.clone(),
+        }
+    }
+}
+
+struct Work {
+    msg: MessageRef,
+    action: String,
+    dest: String,
+    rcpts: Vec<RcptRef>,
+}
+
+/// A recipient that will not be delivered, on its way to a DSN.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    pub evpid: EvpId,
+    pub diagnostic: String,
+    pub expired: bool,
+}
+
+fn domain_of(addr: &str) -> &str {
+    addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
+}
+
+impl<D: Dispatch> Scheduler<D> {
+    pub fn new(queue: Queue, dispatch: Arc<D>) -> Self {
+        Scheduler { queue, dispatch }
+    }
+
+    /// Delivers everything due now and waits for the outcomes to be applied; returns how
+    /// many recipients were attempted or expired. Tests drive the queue with this and a
+    /// `ManualClock`.
+    pub async fn run_once(&self) -> usize {
+        let now = self.queue.now();
+        let (works, expired) = self.take_due(now);
+        let mut n = 0;
+        for (msgid, failures) in expired {
+            n += failures.len();
+            self.fail(msgid, failures).await;
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for w in works {
+            n += w.rcpts.len();
+            let s = self.clone();
+            set.spawn(async move { s.attempt(w).await });
+        }
+        while set.join_next().await.is_some() {}
+        n
+    }
+
+    /// The daemon's scheduling loop; returns only if the runtime shuts down.
+    pub async fn run(&self) {
+        let mut set = tokio::task::JoinSet::new();
+        loop {
+            let now = self.queue.now();
+            let (works, expired) = self.take_due(now);
+            for (msgid, failures) in expired {
+                self.fail(msgid, failures).await;
+            }
+            for w in works {
+                let s = self.clone();
+                set.spawn(async move { s.attempt(w).await });
+            }
+            // The clock may be moved by hand or jump: never sleep long on a computed time.
+            let wait = {
+                let st = self.queue.state();
+                match st.due.first() {
+                    Some((t, _)) if *t > now => Duration::from_secs((*t - now) as u64),
+                    _ => Duration::from_secs(1),
+                }
+            }
+            .min(Duration::from_secs(1));
+            tokio::select! {
+                () = self.queue.woken() => {}
+                Some(_) = set.join_next(), if !set.is_empty() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Moves due recipients to in-flight, grouped into deliveries, respecting the
+    /// per-destination limit; collects expired ones.
+    #[allow(clippy::type_complexity)]
+    fn take_due(&self, now: i64) -> (Vec<Work>, Vec<(MsgId, Vec<Failure>)>) {
+        let cfg = &self.queue.inner.config;
+        let mut guard = self.queue.state();
+        let st = &mut *guard;
+        let candidates: Vec<(i64, EvpId)> =
+            st.due.range(..=(now, EvpId(u64::MAX))).copied().collect();
+        let mut works: Vec<Work> = Vec::new();
+        let mut expired: Vec<(MsgId, Vec<Failure>)> = Vec::new();
+        for (t, evpid) in candidates {
+            let msgid = evpid.msgid();
+            let Some(entry) = st.messages.get(&msgid) else {
+                st.due.remove(&(t, evpid));
+                continue;
+            };
+            let Some(r) = entry.env.rcpts.iter().find(|r| r.evpid == evpid) else {
+                st.due.remove(&(t, evpid));
+                continue;
+            };
+            if now >= entry.env.expire {
+                let diagnostic = r
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "Envelope expired".into());
+                let f = Failure {
+                    evpid,
+                    diagnostic,
+                    expired: true,
+                };
+                match expired.iter_mut().find(|(m, _)| *m == msgid) {
+                    Some((_, v)) => v.push(f),
+                    None => expired.push((msgid, vec![f])),
+                }
+                st.due.remove(&(t, evpid));
+                st.inflight.insert(evpid);
+                continue;
+            }
+            let action = r.recipient.action.clone();
+            let dest = format!(
+                "{action}|{}",
+                domain_of(&r.recipient.address).to_ascii_lowercase()
+            );
+            let rref = RcptRef {
+                evpid,
+                address: r.recipient.address.clone(),
+                dest: r
+                    .recipient
+                    .dest
+                    .clone()
+                    .unwrap_or_else(|| r.recipient.address.clone()),
+                user: r.recipient.user.clone(),
+                orcpt: r.recipient.orcpt.clone(),
+                retries: r.retries,
+            };
+            let joined = works.iter_mut().find(|w| {
+                w.msg.msgid == msgid && w.dest == dest && w.rcpts.len() < cfg.max_rcpts_per_delivery
+            });
+            match joined {
+                Some(w) => w.rcpts.push(rref),
+                None => {
+                    let busy = st.dest_inflight.get(&dest).copied().unwrap_or(0);
+                    if busy >= cfg.max_inflight_per_destination {
+                        continue;
+                    }
+                    *st.dest_inflight.entry(dest.clone()).or_default() += 1;
+                    works.push(Work {
+                        msg: MessageRef {
+                            msgid,
+                            envelope: Arc::new(entry.env.header.clone()),
+                            ctime: entry.env.ctime,
+                            path: self.queue.msg_path(msgid),
+                            encoding: entry.env.encoding,
+                            key: cfg.encryption_key,
+                        },
+                        action,
+                        dest,
+                        rcpts: vec![rref],
+                    });
+                }
+            }
+            st.due.remove(&(t, evpid));
+            st.inflight.insert(evpid);
+        }
+        // Recipients in the order the client gave them (evpids are random).
+        for w in &mut works {
+            if let Some(e) = st.messages.get(&w.msg.msgid) {
+                w.rcpts
+                    .sort_by_key(|r| e.env.rcpts.iter().position(|x| x.evpid == r.evpid));
+            }
+        }
+        (works, expired)
+    }
+
+    async fn attempt(&self, w: Work) {
+        let d = self.dispatch.clone();
+        let (action, msg, rcpts) = (w.action.clone(), w.msg.clone(), w.rcpts.clone());
+        // A panicking agent must not leave its recipients in flight forever.
+        let out = tokio::spawn(async move { d.deliver(&action, &msg, &rcpts).await })
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!("delivery agent for action {:?} failed: {e}", w.action);
+                Vec::new()
+            });
+        self.apply(w, out).await;
+    }
+
+    fn backoff(&self, retries: u32) -> i64 {
+        let cfg = &self.queue.inner.config;
+        let base = cfg.retry_base.as_secs().max(1);
+        let exp = base.saturating_mul(1u64 << retries.saturating_sub(1).min(30));
+        let d = exp.min(cfg.retry_max.as_secs().max(1));
+        // ±10% jitter so deferred mail for one destination does not retry in lockstep.
+        let span = d / 5;
+        let jitter = if span == 0 {
+            0
+        } else {
+            random_u64() % (span + 1)
+        };
+        i64::try_from(d - d / 10 + jitter).unwrap_or(i64::MAX)
+    }
+
+    async fn apply(&self, w: Work, outcomes: Vec<RcptOutcome>) {
+        let now = self.queue.now();
+        let msgid = w.msg.msgid;
+        let mut failures = Vec::new();
+        {
+            let mut st = self.queue.state();
+            if let Some(n) = st.dest_inflight.get_mut(&w.dest) {
+                *n = n.saturating_sub(1);
+            }
+            for rref in &w.rcpts {
+                st.inflight.remove(&rref.evpid);
+                let outcome = outcomes
+                    .iter()
+                    .find(|o| o.evpid == rref.evpid)
+                    .map(|o| o.outcome.clone())
+                    .unwrap_or_else(|| {
+                        Outcome::TempFail("421 4.3.0 no result from the delivery agent".into())
+                    });
+                let backoff = self.backoff(rref.retries + 1);
+                let Some(entry) = st.messages.get_mut(&msgid) else {
+                    continue;
+                };
+                let expire = entry.env.expire;
+                let sender = entry.env.header.mail_from.clone().unwrap_or_default();
+                let delay = now - entry.env.ctime;
+                let Some(idx) = entry.env.rcpts.iter().position(|r| r.evpid == rref.evpid) else {
+                    continue;
+                };
+                let (result, stat) = match &outcome {
+                    Outcome::Delivered(s) => ("Ok", s),
+                    Outcome::TempFail(s) => ("TempFail", s),
+                    Outcome::PermFail(s) => ("PermFail", s),
+                };
+                tracing::info!(
+                    "{:016x} delivery evpid={} action={} from=<{}> to=<{}> delay={}s result={} stat={}",
+                    w.msg.envelope.session_id,
+                    rref.evpid,
+                    w.action,
+                    sender,
+                    rref.address,
+                    delay,
+                    result,
+                    stat
+                );
+                match outcome {
+                    Outcome::Delivered(_) => {
+                        entry.env.rcpts.remove(idx);
+                    }
+                    Outcome::TempFail(e) => {
+                        let r = &mut entry.env.rcpts[idx];
+                        r.retries += 1;
+                        r.last_try = now;
+                        r.state = RcptState::Deferred;
+                        r.last_error = Some(e.clone());
+                        if now >= expire {
+                            failures.push(Failure {
+                                evpid: rref.evpid,
+                                diagnostic: e,
+                                expired: true,
+                            });
+                            st.inflight.insert(rref.evpid);
+                        } else {
+                            let next = now.saturating_add(backoff).min(expire);
+                            r.next_try = next;
+                            st.due.insert((next, rref.evpid));
+                        }
+                    }
+                    Outcome::PermFail(e) => {
+                        let r = &mut entry.env.rcpts[idx];
+                        r.retries += 1;
+                        r.last_try = now;
+                        r.last_error = Some(e.clone());
+                        failures.push(Failure {
+                            evpid: rref.evpid,
+                            diagnostic: e,
+                            expired: false,
+                        });
+                        st.inflight.insert(rref.evpid);
+                    }
+                }
+            }
+        }
+        if failures.is_empty() {
+            self.persist_logged(msgid).await;
+        } else {
+            self.fail(msgid, failures).await;
+        }
+        self.queue.inner.wake.notify_one();
+    }
+
+    async fn persist_logged(&self, msgid: MsgId) {
+        if let Err(e) = self.queue.persist(msgid).await {
+            tracing::error!("queue: cannot update message {msgid}: {e}");
+        }
+    }
+
+    /// Bounces `failures` (one DSN for all of them), then drops them from the message.
+    /// If the DSN cannot be queued (full disk), they are deferred and tried again.
+    async fn fail(&self, msgid: MsgId, failures: Vec<Failure>) {
+        let now = self.queue.now();
+        let snapshot: Option<StoredEnvelope> = self
+            .queue
+            .state()
+            .messages
+            .get(&msgid)
+            .map(|e| e.env.clone());
+        let Some(env) = snapshot else { return };
+        let queued = self.queue_dsn(&env, &failures).await;
+        {
+            let mut st = self.queue.state();
+            let retry_at = now + self.backoff(1);
+            for f in &failures {
+                st.inflight.remove(&f.evpid);
+                if queued.is_err() {
+                    if let Some(r) = st
+                        .messages
+                        .get_mut(&msgid)
+                        .and_then(|m| m.env.rcpts.iter_mut().find(|r| r.evpid == f.evpid))
+                    {
+                        r.next_try = retry_at;
+                    }
+                    st.due.insert((retry_at, f.evpid));
+                    continue;
+                }
+                if let Some(m) = st.messages.get_mut(&msgid) {
+                    if f.expired
+                        && let Some(r) = m.env.rcpts.iter().find(|r| r.evpid == f.evpid)
+                    {
+                        tracing::info!(
+                            "delivery: Expire for {}: from=<{}>, to=<{}>, delay={}s, stat=Envelope expired",
+                            f.evpid,
+                            env.header.mail_from.as_deref().unwrap_or(""),
+                            r.recipient.address,
+                            now - env.ctime
+                        );
+                    }
+                    m.env.rcpts.retain(|r| r.evpid != f.evpid);
+                }
+            }
+        }
+        if let Err(e) = &queued {
+            tracing::error!("queue: cannot queue a bounce for {msgid}, retrying later: {e}");
+        }
+        self.persist_logged(msgid).await;
+    }
+
+    async fn queue_dsn(&self, env: &StoredEnvelope, failures: &[Failure]) -> Result<(), Error> {
+        // RFC 3461 §5.2.1: no DSN to the null reverse-path, and never bounce a bounce.
+        let Some(sender) = env.header.mail_from.as_deref() else {
+            return Ok(());
+        };
+        if env.is_bounce {
+            return Ok(());
+        }
+        let wanted: Vec<bounce::FailedRcpt> = failures
+            .iter()
+            .filter_map(|f| {
+                let r = env.rcpts.iter().find(|r| r.evpid == f.evpid)?;
+                // RFC 3461 §4.1: NOTIFY without FAILURE (or NEVER) means no failure DSN.
+                if let Some(n) = &r.recipient.notify
+                    && (n.never || !n.failure)
+                {
+                    return None;
+                }
+                Some(bounce::FailedRcpt {
+                    address: r.recipient.address.clone(),
+                    orcpt: r.recipient.orcpt.clone(),
+                    diagnostic: f.diagnostic.clone(),
+                    expired: f.expired,
+                    last_attempt: (r.last_try != 0).then_some(r.last_try),
+                })
+            })
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let Some(targets) = self
+            .dispatch
+            .bounce_targets(sender)
+            .filter(|t| !t.is_empty())
+        else {
+            tracing::warn!(
+                "queue: no action delivers a bounce to <{sender}>; bounce for {} dropped",
+                env.msgid
+            );
+            return Ok(());
+        };
+        let original = match self.queue.message_ref(env.msgid) {
+            Some(m) => m.read().await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let cfg = &self.queue.inner.config;
+        let dsn = bounce::render(&bounce::DsnInput {
+            hostname: &cfg.hostname,
+            now: self.queue.inner.clock.now(),
+            boundary: &format!("{:016x}", random_u64()),
+            message_id: &format!("{:016x}@{}", random_u64(), cfg.hostname),
+            envelope: env,
+            failed: &wanted,
+            original: &original,
+        });
+        let mut inc = self
+            .queue
+            .begin_inner(
+                Envelope {
+                    session_id: env.header.session_id,
+                    origin: Origin::Local,
+                    helo: cfg.hostname.clone(),
+                    rdns: None,
+                    tag: None,
+                    auth_user: None,
+                    protocol: "LOCAL".into(),
+                    mail_from: None,
+                    body_type: env.header.body_type,
+                    smtputf8: env.header.smtputf8,
+                    dsn_ret: None,
+                    dsn_envid: None,
+                    recipients: targets
+                        .into_iter()
+                        .map(|t| Recipient {
+                            address: sender.to_string(),
+                            action: t.action,
+                            dest: (t.dest != sender).then_some(t.dest),
+                            user: t.user,
+                            orcpt: None,
+                            notify: None,
+                        })
+                        .collect(),
+                },
+                true,
+            )
+            .await?;
+        inc.write(&dsn).await?;
+        let id = inc.commit().await?;
+        tracing::info!("queue: bounce {id} for {} queued to <{sender}>", env.msgid);
+        Ok(())
+    }
+}

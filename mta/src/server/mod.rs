@@ -1,0 +1,539 @@
+//! The I/O shell around [`crate::session`]: tokio listeners (TCP with a 1024 backlog, and
+//! the local enqueue socket), rustls for implicit TLS and STARTTLS, connection limits,
+//! idle and total timeouts. It only moves bytes and carries out the session's actions;
+//! every decision goes through a [`Backend`] (the rules, the credentials, the queue),
+//! which the daemon implements.
+//!
+//! Replies are buffered and flushed when the shell is about to wait for the client, so
+//! the answers to a pipelined group (RFC 2920) leave in one write.
+
+pub mod tls;
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::Error;
+use crate::clock::Clock;
+use crate::envelope::{Envelope, Origin};
+use crate::session::{
+    Action, AuthVerdict, CheckContext, Event, Peer, RecipientVerdict, Reply, SenderVerdict,
+    Session, SessionConfig, TlsPolicy, reply,
+};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Everything a session asks that needs configuration, tables or the queue.
+pub trait Backend: Send + Sync + 'static {
+    /// MAIL FROM (`senders` tables, blocklists…). `address` `None` is `<>`.
+    fn check_sender<'a>(
+        &'a self,
+        address: Option<&'a str>,
+        ctx: &'a CheckContext,
+    ) -> BoxFuture<'a, SenderVerdict>;
+    /// RCPT TO against the `match` rules (first match wins).
+    fn check_recipient<'a>(
+        &'a self,
+        address: &'a str,
+        ctx: &'a CheckContext,
+    ) -> BoxFuture<'a, RecipientVerdict>;
+    /// AUTH PLAIN/LOGIN against the listener's credentials. Add any anti-timing delay
+    /// on failure here (OpenSMTPD pauses up to 1 s).
+    fn verify_credentials<'a>(
+        &'a self,
+        user: &'a str,
+        password: &'a str,
+        listener: usize,
+    ) -> BoxFuture<'a, AuthVerdict>;
+    /// Opens a message in the queue; an `Err` reply is given at the end of data.
+    fn begin_message(
+        &self,
+        envelope: Envelope,
+    ) -> BoxFuture<'_, Result<Box<dyn MessageWriter>, Reply>>;
+}
+
+/// One message being written to the queue.
+pub trait MessageWriter: Send {
+    fn write<'a>(&'a mut self, chunk: &'a [u8]) -> BoxFuture<'a, Result<(), Reply>>;
+    /// Makes the message durable; returns the queue id shown in the 250.
+    fn commit(self: Box<Self>) -> BoxFuture<'static, Result<String, Reply>>;
+    /// Drops the message (error, RSET, disconnect).
+    fn abort(self: Box<Self>);
+}
+
+/// Where a listener listens.
+#[derive(Debug, Clone)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    /// The local enqueue socket (`listen on socket`): sessions have [`Origin::Local`].
+    Unix(PathBuf),
+}
+
+#[derive(Clone)]
+pub struct Listener {
+    pub addr: ListenAddr,
+    pub session: Arc<SessionConfig>,
+    /// Required for `TlsPolicy::StartTls*` and `Implicit`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Limits across all listeners.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_sessions: usize,
+    pub max_sessions_per_ip: usize,
+    /// OpenSMTPD's session timeout: 300 s without a complete command.
+    pub idle_timeout: Duration,
+    pub total_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    /// `listen(2)` backlog: OpenSMTPD's 5 stalls bursts of clients on SYN retries.
+    pub backlog: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: 4096,
+            max_sessions_per_ip: 64,
+            idle_timeout: Duration::from_secs(300),
+            total_timeout: Duration::from_secs(3600),
+            tls_handshake_timeout: Duration::from_secs(30),
+            backlog: 1024,
+        }
+    }
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (each session holds a socket, and
+/// the queue files on top). Returns the new soft limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        setrlimit(Resource::Nofile, lim).map_err(io::Error::from)?;
+    }
+    Ok(lim.current.unwrap_or(u64::MAX))
+}
+
+enum Bound {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// Bound listeners, ready to serve.
+pub struct Server {
+    bound: Vec<(Bound, Listener)>,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+}
+
+struct Counters {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Releases a connection slot when the session ends.
+struct Slot {
+    counters: Arc<Mutex<Counters>>,
+    ip: Option<IpAddr>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        c.total = c.total.saturating_sub(1);
+        if let Some(ip) = self.ip
+            && let Some(n) = c.per_ip.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                c.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+impl Server {
+    /// Binds every listener (TCP with `limits.backlog`).
+    pub fn bind(
+        listeners: Vec<Listener>,
+        limits: Limits,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Server, Error> {
+        let mut bound = Vec::new();
+        for l in listeners {
+            let b = match &l.addr {
+                ListenAddr::Tcp(sa) => {
+                    let bind_err = |source| Error::Bind {
+                        addr: sa.to_string(),
+                        source,
+                    };
+                    let sock = if sa.is_ipv4() {
+                        TcpSocket::new_v4()
+                    } else {
+                        TcpSocket::new_v6()
+                    }
+                    .map_err(bind_err)?;
+                    sock.set_reuseaddr(true).map_err(bind_err)?;
+                    sock.bind(*sa).map_err(bind_err)?;
+                    Bound::Tcp(sock.listen(limits.backlog).map_err(bind_err)?)
+                }
+                ListenAddr::Unix(path) => {
+                    let _ = std::fs::remove_file(path);
+                    Bound::Unix(UnixListener::bind(path).map_err(|source| Error::Bind {
+                        addr: path.display().to_string(),
+                        source,
+                    })?)
+                }
+            };
+            bound.push((b, l));
+        }
+        Ok(Server {
+            bound,
+            limits,
+            clock,
+        })
+    }
+
+    /// The bound TCP addresses, in listener order (for port 0 in tests).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.bound
+            .iter()
+            .filter_map(|(b, _)| match b {
+                Bound::Tcp(t) => t.local_addr().ok(),
+                Bound::Unix(_) => None,
+            })
+            .collect()
+    }
+
+    /// Serves until `shutdown` turns true; sessions in progress then get a 421.
+    pub async fn run(self, backend: Arc<dyn Backend>, shutdown: watch::Receiver<bool>) {
+        let counters = Arc::new(Mutex::new(Counters {
+            total: 0,
+            per_ip: HashMap::new(),
+        }));
+        let mut tasks = Vec::new();
+        for (bound, listener) in self.bound {
+            let ctx = Arc::new(ConnCtx {
+                listener,
+                backend: backend.clone(),
+                limits: self.limits.clone(),
+                clock: self.clock.clone(),
+                shutdown: shutdown.clone(),
+            });
+            let counters = counters.clone();
+            let mut shutdown = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let accepted = tokio::select! {
+                        _ = shutdown.changed() => break,
+                        a = accept(&bound) => a,
+                    };
+                    let Ok((stream, origin)) = accepted else {
+                        // EMFILE and friends: back off instead of spinning.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    let ip = match &origin {
+                        Origin::Inet(sa) => Some(sa.ip()),
+                        Origin::Local => None,
+                    };
+                    let slot = take_slot(&counters, ip, &ctx.limits);
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move {
+                        match slot {
+                            Some(slot) => {
+                                connection(ctx, stream, origin).await;
+                                drop(slot);
+                            }
+                            None => refuse(ctx, stream).await,
+                        }
+                    });
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn take_slot(counters: &Arc<Mutex<Counters>>, ip: Option<IpAddr>, limits: &Limits) -> Option<Slot> {
+    let mut c = counters.lock().unwrap_or_else(|p| p.into_inner());
+    if c.total >= limits.max_sessions {
+        return None;
+    }
+    if let Some(ip) = ip {
+        let n = c.per_ip.entry(ip).or_insert(0);
+        if *n >= limits.max_sessions_per_ip {
+            return None;
+        }
+        *n += 1;
+    }
+    c.total += 1;
+    Some(Slot {
+        counters: counters.clone(),
+        ip,
+    })
+}
+
+async fn accept(b: &Bound) -> io::Result<(Stream, Origin)> {
+    match b {
+        Bound::Tcp(l) => {
+            let (s, peer) = l.accept().await?;
+            let _ = s.set_nodelay(true);
+            Ok((Stream::Tcp(s), Origin::Inet(peer)))
+        }
+        Bound::Unix(l) => {
+            let (s, _) = l.accept().await?;
+            Ok((Stream::Unix(s), Origin::Local))
+        }
+    }
+}
+
+async fn refuse(ctx: Arc<ConnCtx>, mut stream: Stream) {
+    let r = Reply::new(
+        421,
+        "4.7.0",
+        format!(
+            "{} Too many connections, try again later",
+            ctx.listener.session.hostname
+        ),
+    );
+    let _ = stream.write_all(r.to_wire().as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+struct ConnCtx {
+    listener: Listener,
+    backend: Arc<dyn Backend>,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+    shutdown: watch::Receiver<bool>,
+}
+
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Transient, while the handshake owns the socket.
+    Gone,
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+fn session_id() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish()
+}
+
+/// Runs the handshake, replacing the plain stream by the TLS one.
+async fn handshake(ctx: &ConnCtx, stream: &mut Stream) -> Option<crate::session::TlsInfo> {
+    let cfg = ctx.listener.tls.clone()?;
+    let Stream::Tcp(tcp) = std::mem::replace(stream, Stream::Gone) else {
+        return None;
+    };
+    let accept = TlsAcceptor::from(cfg).accept(tcp);
+    let tls = tokio::time::timeout(ctx.limits.tls_handshake_timeout, accept)
+        .await
+        .ok()?
+        .ok()?;
+    let info = tls::tls_info(tls.get_ref().1);
+    *stream = Stream::Tls(Box::new(tls));
+    Some(info)
+}
+
+async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
+    let sid = session_id();
+    let mut peer = Peer {
+        session_id: sid,
+        origin,
+        rdns: None,
+        tls: None,
+    };
+    if ctx.listener.session.tls == TlsPolicy::Implicit {
+        match handshake(&ctx, &mut stream).await {
+            Some(info) => peer.tls = Some(info),
+            None => {
+                tracing::info!(target: "smtp", "{sid:016x} smtp disconnected reason=tls-accept-failed");
+                return;
+            }
+        }
+    }
+    let (mut session, first) = Session::new(ctx.listener.session.clone(), peer, ctx.clock.clone());
+    let mut pending: VecDeque<Action> = first.into();
+    let mut out: Vec<u8> = Vec::new();
+    let mut writer: Option<Box<dyn MessageWriter>> = None;
+    let mut buf = vec![0u8; 16 * 1024];
+    let deadline = tokio::time::Instant::now() + ctx.limits.total_timeout;
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        while let Some(action) = pending.pop_front() {
+            let more = match action {
+                Action::Reply(r) => {
+                    out.extend_from_slice(r.to_wire().as_bytes());
+                    continue;
+                }
+                Action::StartTls => {
+                    if flush(&mut stream, &mut out).await.is_err() {
+                        session.handle(Event::Disconnected)
+                    } else {
+                        match handshake(&ctx, &mut stream).await {
+                            Some(info) => session.handle(Event::TlsEstablished(info)),
+                            None => session.handle(Event::TlsFailed),
+                        }
+                    }
+                }
+                Action::CheckSender { address, context } => {
+                    let v = ctx.backend.check_sender(address.as_deref(), &context).await;
+                    session.handle(Event::SenderVerdict(v))
+                }
+                Action::CheckRecipient { address, context } => {
+                    let v = ctx.backend.check_recipient(&address, &context).await;
+                    session.handle(Event::RecipientVerdict(v))
+                }
+                Action::VerifyCredentials { user, password } => {
+                    let v = ctx
+                        .backend
+                        .verify_credentials(&user, &password, ctx.listener.session.listener)
+                        .await;
+                    session.handle(Event::AuthVerdict(v))
+                }
+                Action::MessageBegin(envelope) => {
+                    match ctx.backend.begin_message(*envelope).await {
+                        Ok(w) => {
+                            writer = Some(w);
+                            Vec::new()
+                        }
+                        Err(r) => session.handle(Event::MessageFailed(r)),
+                    }
+                }
+                Action::MessageChunk(chunk) => match writer.as_mut() {
+                    Some(w) => match w.write(&chunk).await {
+                        Ok(()) => Vec::new(),
+                        Err(r) => {
+                            if let Some(w) = writer.take() {
+                                w.abort();
+                            }
+                            session.handle(Event::MessageFailed(r))
+                        }
+                    },
+                    None => Vec::new(),
+                },
+                Action::MessageEnd => match writer.take() {
+                    Some(w) => match w.commit().await {
+                        Ok(queue_id) => session.handle(Event::MessageCommitted { queue_id }),
+                        Err(r) => session.handle(Event::MessageFailed(r)),
+                    },
+                    None => session.handle(Event::MessageFailed(reply::queue_tempfail())),
+                },
+                Action::MessageAbort => {
+                    if let Some(w) = writer.take() {
+                        w.abort();
+                    }
+                    Vec::new()
+                }
+                Action::Close => {
+                    let _ = flush(&mut stream, &mut out).await;
+                    let _ = stream.shutdown().await;
+                    return;
+                }
+            };
+            pending.extend(more);
+        }
+        if session.is_closed() {
+            let _ = flush(&mut stream, &mut out).await;
+            break;
+        }
+        // About to wait for the client: the replies so far leave together.
+        if flush(&mut stream, &mut out).await.is_err() {
+            pending.extend(session.handle(Event::Disconnected));
+            continue;
+        }
+        let idle = tokio::time::sleep(ctx.limits.idle_timeout);
+        let total = tokio::time::sleep_until(deadline);
+        let event_actions = tokio::select! {
+            r = stream.read(&mut buf) => match r {
+                Ok(0) | Err(_) => session.handle(Event::Disconnected),
+                Ok(n) => session.handle(Event::Input(&buf[..n])),
+            },
+            _ = idle => session.handle(Event::Timeout),
+            _ = total => session.handle(Event::Timeout),
+            _ = shutdown.changed() => session.handle(Event::Shutdown),
+        };
+        pending.extend(event_actions);
+    }
+    if let Some(w) = writer.take() {
+        w.abort();
+    }
+}
+
+async fn flush(stream: &mut Stream, out: &mut Vec<u8>) -> io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    stream.write_all(out).await?;
+    stream.flush().await?;
+    out.clear();
+    Ok(())
+}

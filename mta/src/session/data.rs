@@ -1,0 +1,286 @@
+//! DATA (RFC 5321 §4.1.1.4) and BDAT (RFC 3030): opening the message in the queue,
+//! streaming it with our Received header first, SIZE enforced while streaming
+//! (RFC 1870: 552 5.3.4), and the final 250 only once the queue has committed.
+
+use super::framing::Framer;
+use super::received::{ReceivedInfo, received_header};
+use super::{Action, BareNewline, Message, Mode, Session, Wait, reply};
+
+impl Session {
+    pub(super) fn data(&mut self, args: Option<&str>) {
+        if self.refuse_args(args) {
+            return;
+        }
+        let Some(tx) = self.tx.as_ref() else {
+            return self.reply(reply::no_mail_from());
+        };
+        if tx.message.is_some() {
+            return self.reply(reply::data_after_bdat());
+        }
+        if tx.recipients.is_empty() {
+            return self.reply(reply::no_recipients());
+        }
+        self.begin_message(false);
+        self.out.push(Action::Reply(reply::start_mail_input()));
+        self.mode = Mode::Data;
+    }
+
+    pub(super) fn bdat(&mut self, args: Option<&str>) {
+        let Some((size, last)) = args.and_then(parse_bdat) else {
+            // The chunk length is unknown, so the rest of the stream cannot be framed.
+            self.reply(reply::bdat_syntax());
+            if !self.closed {
+                self.abort_message();
+                self.out.push(Action::Close);
+                self.log("smtp disconnected reason=bad-bdat".into());
+                self.closed = true;
+            }
+            return;
+        };
+        let refusal = match self.tx.as_ref() {
+            None => Some(reply::no_mail_from()),
+            Some(tx) if tx.recipients.is_empty() => Some(reply::no_recipients()),
+            Some(_) => None,
+        };
+        if let Some(r) = refusal {
+            // RFC 3030 §2: the chunk is read and thrown away, then refused.
+            if size == 0 {
+                self.reply(r);
+            } else {
+                self.mode = Mode::BdatDiscard {
+                    remaining: size,
+                    reply: r,
+                };
+            }
+            return;
+        }
+        if self.tx.as_ref().is_some_and(|t| t.message.is_none()) {
+            self.begin_message(true);
+        }
+        let max = self.cfg.max_message_size;
+        if let Some(msg) = self.tx.as_mut().and_then(|t| t.message.as_mut())
+            && msg.error.is_none()
+            && msg.size.saturating_add(size) > max
+        {
+            msg.error = Some(reply::message_too_big());
+        }
+        self.mode = Mode::Bdat {
+            remaining: size,
+            last,
+            size,
+        };
+        if size == 0 {
+            self.bdat_chunk_done(last, 0);
+        }
+    }
+
+    fn begin_message(&mut self, bdat: bool) {
+        let Some(tx) = self.tx.as_ref() else { return };
+        let envelope = self.envelope(tx);
+        let single = (tx.recipients.len() == 1).then(|| tx.recipients[0].address.clone());
+        let protocol = self.protocol();
+        let helo = self
+            .helo
+            .as_ref()
+            .map(|h| h.name.clone())
+            .unwrap_or_default();
+        let header = received_header(&ReceivedInfo {
+            helo: &helo,
+            rdns: self.peer.rdns.as_deref(),
+            origin: &self.peer.origin,
+            hostname: &self.cfg.hostname,
+            protocol: &protocol,
+            tls: self.tls.as_ref(),
+            received_auth: self.cfg.received_auth.then_some(self.auth_user.as_deref()),
+            single_rcpt: single.as_deref(),
+            mask_src: self.cfg.mask_src,
+            now: self.clock.now(),
+        });
+        self.out.push(Action::MessageBegin(Box::new(envelope)));
+        let written = header.len() as u64;
+        self.out.push(Action::MessageChunk(header.into_bytes()));
+        if let Some(tx) = self.tx.as_mut() {
+            tx.message = Some(Message {
+                framer: Framer::new(!bdat, self.cfg.max_data_line),
+                size: 0,
+                written,
+                error: None,
+                bdat,
+            });
+        }
+    }
+
+    /// DATA body bytes; returns how many were consumed.
+    pub(super) fn data_input(&mut self, input: &[u8]) -> usize {
+        let max = self.cfg.max_message_size;
+        let Some(msg) = self.tx.as_mut().and_then(|t| t.message.as_mut()) else {
+            self.mode = Mode::Command;
+            return 0;
+        };
+        let mut chunk = Vec::new();
+        let (n, end) = msg.framer.feed(input, &mut chunk);
+        msg.size += n as u64;
+        if msg.error.is_none() && msg.size > max {
+            msg.error = Some(reply::message_too_big());
+        }
+        if msg.error.is_none() && !chunk.is_empty() {
+            msg.written += chunk.len() as u64;
+            self.out.push(Action::MessageChunk(chunk));
+        }
+        if end {
+            self.end_of_message();
+        }
+        n
+    }
+
+    /// BDAT chunk bytes (or a refused chunk being swallowed).
+    pub(super) fn bdat_input(&mut self, input: &[u8]) -> usize {
+        match &mut self.mode {
+            Mode::BdatDiscard { remaining, reply } => {
+                let n = (*remaining).min(input.len() as u64);
+                *remaining -= n;
+                if *remaining == 0 {
+                    let r = reply.clone();
+                    self.mode = Mode::Command;
+                    self.reply(r);
+                }
+                n as usize
+            }
+            Mode::Bdat {
+                remaining,
+                last,
+                size,
+            } => {
+                let n = (*remaining).min(input.len() as u64);
+                *remaining -= n;
+                let (done, last, size) = (*remaining == 0, *last, *size);
+                let max = self.cfg.max_message_size;
+                if let Some(msg) = self.tx.as_mut().and_then(|t| t.message.as_mut()) {
+                    let mut chunk = Vec::new();
+                    msg.framer.feed(&input[..n as usize], &mut chunk);
+                    msg.size += n;
+                    if msg.error.is_none() && msg.size > max {
+                        msg.error = Some(reply::message_too_big());
+                    }
+                    if msg.error.is_none() && !chunk.is_empty() {
+                        msg.written += chunk.len() as u64;
+                        self.out.push(Action::MessageChunk(chunk));
+                    }
+                }
+                if done {
+                    self.bdat_chunk_done(last, size);
+                }
+                n as usize
+            }
+            _ => 0,
+        }
+    }
+
+    fn bdat_chunk_done(&mut self, last: bool, size: u64) {
+        self.mode = Mode::Command;
+        let failed = self
+            .tx
+            .as_ref()
+            .and_then(|t| t.message.as_ref())
+            .is_some_and(|m| m.error.is_some());
+        if failed {
+            // RFC 3030 §2: after a failed chunk the transaction is over.
+            let r = self
+                .tx
+                .take()
+                .and_then(|t| t.message)
+                .and_then(|m| m.error)
+                .unwrap_or_else(reply::message_too_big);
+            self.out.push(Action::MessageAbort);
+            return self.reply(r);
+        }
+        if !last {
+            return self.reply(reply::bdat_received(size));
+        }
+        if let Some(msg) = self.tx.as_mut().and_then(|t| t.message.as_mut()) {
+            let mut tail = Vec::new();
+            msg.framer.finish(&mut tail);
+            if !tail.is_empty() {
+                msg.written += tail.len() as u64;
+                self.out.push(Action::MessageChunk(tail));
+            }
+        }
+        self.end_of_message();
+    }
+
+    fn end_of_message(&mut self) {
+        self.mode = Mode::Command;
+        let Some(msg) = self.tx.as_mut().and_then(|t| t.message.take()) else {
+            return;
+        };
+        let error = msg
+            .error
+            .or_else(|| {
+                (!msg.bdat && msg.framer.bare && self.cfg.bare_newline == BareNewline::Reject)
+                    .then(reply::bare_newline)
+            })
+            .or_else(|| msg.framer.long_line.then(reply::data_line_too_long));
+        if let Some(r) = error {
+            self.out.push(Action::MessageAbort);
+            self.tx = None;
+            return self.reply(r);
+        }
+        if let Some(tx) = self.tx.as_mut() {
+            tx.size = msg.written;
+        }
+        self.out.push(Action::MessageEnd);
+        self.waiting = Some(Wait::Commit);
+    }
+
+    pub(super) fn message_committed(&mut self, queue_id: &str) {
+        if self.waiting != Some(Wait::Commit) {
+            return;
+        }
+        self.waiting = None;
+        let Some(tx) = self.tx.take() else { return };
+        self.mails += 1;
+        let proto = self.protocol();
+        self.log(format!(
+            "smtp message msgid={queue_id} size={} nrcpt={} proto={proto}",
+            tx.size,
+            tx.recipients.len()
+        ));
+        let from = tx.mail_from.as_deref().unwrap_or("");
+        for r in &tx.recipients {
+            let line = format!(
+                "smtp envelope msgid={queue_id} from=<{from}> to=<{}> action={}",
+                r.address, r.action
+            );
+            self.log(line);
+        }
+        self.reply(reply::message_accepted(queue_id));
+    }
+
+    pub(super) fn message_failed(&mut self, r: reply::Reply) {
+        if self.waiting == Some(Wait::Commit) {
+            self.waiting = None;
+            self.tx = None;
+            return self.reply(r);
+        }
+        // Failed while streaming: keep reading to the end of data, then refuse.
+        if let Some(msg) = self.tx.as_mut().and_then(|t| t.message.as_mut()) {
+            msg.error.get_or_insert(r);
+        }
+    }
+}
+
+/// `BDAT <size> [LAST]` (RFC 3030 §3).
+fn parse_bdat(args: &str) -> Option<(u64, bool)> {
+    let mut words = args.split([' ', '\t']).filter(|w| !w.is_empty());
+    let size = words.next()?;
+    if size.is_empty() || size.len() > 19 || !size.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let size: u64 = size.parse().ok()?;
+    let last = match words.next() {
+        None => false,
+        Some(w) if w.eq_ignore_ascii_case("LAST") => true,
+        Some(_) => return None,
+    };
+    words.next().is_none().then_some((size, last))
+}

@@ -1,0 +1,205 @@
+//! DATA and BDAT body framing, byte by byte, across arbitrary read boundaries.
+//!
+//! RFC 5321 §4.1.1.4 ends DATA with `CRLF . CRLF`, and that is the only sequence that ends
+//! it here. The 2023 SMTP smuggling advisories (SEC Consult; Postfix, Sendmail, Exim
+//! fixes) exploit servers that also end on `LF . LF`, `CR . CR` or `LF . CRLF`. This
+//! framer treats a bare CR or bare LF as a line break for storage (normalised to CRLF),
+//! but a line that began after a bare CR/LF can neither end the message nor be
+//! dot-unstuffed, and a `.` line ended by a bare CR/LF is kept as content. Whatever a
+//! client sends, the message ends only at a real `CRLF . CRLF`, and what we store can
+//! never contain a sequence another server would read as the end of data.
+//!
+//! RFC 5321 §4.5.2: a leading `.` on a line is removed (dot-unstuffing), DATA only.
+//! RFC 3030 (BDAT): no dot handling; line endings are still normalised.
+
+#[derive(Debug, Clone)]
+pub struct Framer {
+    /// DATA (dot-terminated, dot-stuffed) or BDAT (length-delimited).
+    dot: bool,
+    max_line: usize,
+    /// The current line started at the start of data or after a real CRLF.
+    eligible: bool,
+    /// A `.` at the start of an eligible line, not yet emitted.
+    held_dot: bool,
+    pending_cr: bool,
+    line_len: usize,
+    /// A bare CR or bare LF was seen somewhere.
+    pub bare: bool,
+    /// A line longer than `max_line` octets (with its line ending) was seen.
+    pub long_line: bool,
+}
+
+impl Framer {
+    pub fn new(dot: bool, max_line: usize) -> Framer {
+        Framer {
+            dot,
+            max_line,
+            eligible: true,
+            held_dot: false,
+            pending_cr: false,
+            line_len: 0,
+            bare: false,
+            long_line: false,
+        }
+    }
+
+    /// Feeds input, appending the unstuffed, CRLF-normalised body to `out`. Returns how
+    /// many bytes were consumed and whether the end-of-data line was seen (DATA only; the
+    /// terminator is consumed and not emitted).
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
+        for (i, &b) in input.iter().enumerate() {
+            if self.pending_cr {
+                self.pending_cr = false;
+                if b == b'\n' {
+                    self.line_len += 1;
+                    if self.held_dot && self.dot {
+                        // `CRLF . CRLF`: the only end of data.
+                        self.held_dot = false;
+                        self.line_len = 0;
+                        return (i + 1, true);
+                    }
+                    self.end_line(out, true);
+                    continue;
+                }
+                self.bare = true;
+                self.end_line(out, false);
+            }
+            self.byte(b, out);
+        }
+        (input.len(), false)
+    }
+
+    fn byte(&mut self, b: u8, out: &mut Vec<u8>) {
+        self.line_len += 1;
+        match b {
+            b'\r' => self.pending_cr = true,
+            b'\n' => {
+                self.bare = true;
+                self.end_line(out, false);
+            }
+            b'.' if self.dot && self.eligible && self.line_len == 1 => self.held_dot = true,
+            _ => {
+                // A held dot followed by more text was a stuffing dot: drop it.
+                self.held_dot = false;
+                out.push(b);
+            }
+        }
+    }
+
+    fn end_line(&mut self, out: &mut Vec<u8>, crlf: bool) {
+        if self.held_dot {
+            // `.` ended by a bare CR/LF: not an end of data, keep it as text.
+            out.push(b'.');
+            self.held_dot = false;
+        }
+        out.extend_from_slice(b"\r\n");
+        if self.line_len > self.max_line {
+            self.long_line = true;
+        }
+        self.line_len = 0;
+        self.eligible = crlf;
+    }
+
+    /// Ends a BDAT body: a trailing CR or an unterminated last line gets its CRLF, so the
+    /// stored message always ends with a line break.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.pending_cr {
+            self.pending_cr = false;
+            self.line_len -= 1;
+            self.end_line(out, true);
+        } else if self.line_len > 0 || self.held_dot {
+            self.end_line(out, true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(input: &[u8]) -> (Vec<u8>, Option<usize>, Framer) {
+        let mut f = Framer::new(true, 1000);
+        let mut out = Vec::new();
+        let (n, end) = f.feed(input, &mut out);
+        (out, end.then_some(n), f)
+    }
+
+    #[test]
+    fn ends_only_at_crlf_dot_crlf() {
+        let (out, end, f) = data(b"Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n");
+        assert_eq!(out, b"Subject: x\r\n\r\nhello\r\n");
+        assert_eq!(end, Some(24));
+        assert!(!f.bare);
+    }
+
+    #[test]
+    fn an_empty_message_ends_at_once() {
+        assert_eq!(data(b".\r\n").1, Some(3));
+    }
+
+    #[test]
+    fn unstuffs_leading_dots() {
+        let (out, end, _) = data(b"..leading\r\n...\r\n.\r\n");
+        assert_eq!(out, b".leading\r\n..\r\n");
+        assert!(end.is_some());
+    }
+
+    #[test]
+    fn smuggling_sequences_never_end_the_message() {
+        for payload in [
+            &b"a\n.\nMAIL FROM:<x@y>\n"[..],
+            b"a\r.\rMAIL FROM:<x@y>\r",
+            b"a\r\n.\nMAIL FROM:<x@y>\r\n",
+            b"a\n.\r\nMAIL FROM:<x@y>\r\n",
+            b"a\r.\r\nMAIL FROM:<x@y>\r\n",
+            b"a\r\n.\rMAIL FROM:<x@y>\r\n",
+            b"a\r\n\x00.\r\n",
+        ] {
+            let (out, end, _) = data(payload);
+            assert_eq!(end, None, "{payload:?}");
+            // Stored with CRLF only: a "." line in it is content that the next hop's
+            // client dot-stuffs again.
+            assert!(!out.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n'));
+        }
+    }
+
+    #[test]
+    fn normalises_bare_line_endings_and_reports_them() {
+        let (out, _, f) = data(b"a\nb\rc\r\n");
+        assert_eq!(out, b"a\r\nb\r\nc\r\n");
+        assert!(f.bare);
+    }
+
+    #[test]
+    fn terminator_split_across_reads_is_found() {
+        let input = b"x\r\n.\r\n";
+        for split in 0..input.len() {
+            let mut f = Framer::new(true, 1000);
+            let mut out = Vec::new();
+            let (n1, e1) = f.feed(&input[..split], &mut out);
+            assert!(!e1);
+            assert_eq!(n1, split);
+            let (_, e2) = f.feed(&input[split..], &mut out);
+            assert!(e2, "split at {split}");
+            assert_eq!(out, b"x\r\n");
+        }
+    }
+
+    #[test]
+    fn flags_lines_over_the_limit() {
+        let ok = [vec![b'a'; 998], b"\r\n.\r\n".to_vec()].concat();
+        assert!(!data(&ok).2.long_line);
+        let long = [vec![b'a'; 999], b"\r\n.\r\n".to_vec()].concat();
+        assert!(data(&long).2.long_line);
+    }
+
+    #[test]
+    fn bdat_keeps_dots_and_terminates_the_last_line() {
+        let mut f = Framer::new(false, 1000);
+        let mut out = Vec::new();
+        let (n, end) = f.feed(b".\r\n..x\r\nlast", &mut out);
+        assert_eq!((n, end), (12, false));
+        f.finish(&mut out);
+        assert_eq!(out, b".\r\n..x\r\nlast\r\n");
+    }
+}

@@ -1,0 +1,56 @@
+//! The start of a session: the `connected` log line and the 220 banner (RFC 5321 §4.3.1).
+//! With implicit TLS (`smtps`) the handshake is already done and logged first.
+
+use std::sync::Arc;
+
+use super::{Action, Mode, Peer, Session, SessionConfig, reply};
+use crate::clock::Clock;
+use crate::envelope::Origin;
+
+impl Session {
+    /// Starts a session; the returned actions hold the banner.
+    pub fn new(
+        cfg: Arc<SessionConfig>,
+        peer: Peer,
+        clock: Arc<dyn Clock>,
+    ) -> (Session, Vec<Action>) {
+        let tls = peer.tls.clone();
+        let mut s = Session {
+            cfg,
+            clock,
+            peer,
+            tls: None,
+            helo: None,
+            auth_user: None,
+            tx: None,
+            pending_tx: None,
+            pending_auth_user: None,
+            pending_rcpt: None,
+            mode: Mode::Command,
+            waiting: None,
+            inbuf: Vec::new(),
+            discarding: false,
+            mails: 0,
+            errors: 0,
+            last_command: String::new(),
+            out: Vec::new(),
+            closed: false,
+            #[cfg(test)]
+            logs: Vec::new(),
+        };
+        let address = match &s.peer.origin {
+            Origin::Inet(sa) => sa.ip().to_string(),
+            Origin::Local => "local".to_string(),
+        };
+        let host = s.peer.rdns.clone().unwrap_or_else(|| "<unknown>".into());
+        s.log(format!("smtp connected address={address} host={host}"));
+        if let Some(info) = tls {
+            s.log_tls(&info);
+            s.tls = Some(info);
+        }
+        let banner = reply::banner(&s.cfg.hostname, &s.cfg.banner);
+        s.out.push(Action::Reply(banner));
+        let out = std::mem::take(&mut s.out);
+        (s, out)
+    }
+}
