@@ -1,0 +1,153 @@
+//! The MTA: `smtpd.conf` (OpenSMTPD 6.4+ grammar) and table-sqlite's `sqlite.conf`, whose
+//! queries read the schema's lookup views. With `Config::opensmtpd` the fugu extensions
+//! (`dkim-sign`) are left out, so real OpenSMTPD with `opensmtpd-extras` reads the pair.
+
+use std::fmt::Write as _;
+
+use super::{GENERATED, RenderedFile, tls};
+use crate::{Config, Output, Snapshot};
+
+pub fn render(snapshot: &Snapshot, config: &Config) -> Vec<RenderedFile> {
+    vec![
+        RenderedFile::new(
+            Output::Smtpd,
+            config.paths.smtpd_conf.clone(),
+            smtpd_conf(snapshot, config),
+            0o644,
+        ),
+        RenderedFile::new(
+            Output::Smtpd,
+            config.paths.sqlite_conf.clone(),
+            sqlite_conf(config),
+            0o644,
+        ),
+    ]
+}
+
+/// table-sqlite's configuration: one prepared statement per lookup service, each bound to
+/// the (lower-cased) key. Column counts are checked by table-sqlite when it loads.
+pub fn sqlite_conf(config: &Config) -> String {
+    format!(
+        "{GENERATED}dbpath {}\n\
+         query_domain SELECT name FROM domains WHERE name = ? AND active = 1\n\
+         query_alias SELECT destination FROM virtual_lookup WHERE key = ?\n\
+         query_credentials SELECT login, password_hash FROM credentials_lookup WHERE login = ?\n\
+         query_mailaddrmap SELECT address FROM sender_lookup WHERE login = ?\n\
+         query_userinfo SELECT uid, gid, home FROM userbase_lookup WHERE name = ?\n",
+        config.mta.database.display()
+    )
+}
+
+fn quoted(s: impl std::fmt::Display) -> String {
+    format!("\"{s}\"")
+}
+
+pub fn smtpd_conf(snapshot: &Snapshot, config: &Config) -> String {
+    let paths = &config.paths;
+    let mta = &config.mta;
+    let host = &config.hostname;
+    let host_quoted = quoted(host);
+    let mut out = String::from(GENERATED);
+    let _ = writeln!(
+        out,
+        "# Local additions go in {} (included below, before the generated match rules).\n",
+        mta.local_include.display()
+    );
+
+    let cert = tls::current_for(snapshot, host);
+    if let Some(cert) = cert {
+        let name = cert.primary_name();
+        let _ = writeln!(
+            out,
+            "pki {host} cert {}\npki {host} key {}\n",
+            quoted(paths.tls_chain(name).display()),
+            quoted(paths.tls_key(name).display())
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "# No certificate for {host} in the database yet: no TLS, no smtps, no submission.\n"
+        );
+    }
+
+    let sqlite = quoted(format!("sqlite:{}", paths.sqlite_conf.display()));
+    for table in [
+        "domains",
+        "virtuals",
+        "credentials",
+        "sendermap",
+        "vmailusers",
+    ] {
+        let _ = writeln!(out, "table {table} {sqlite}");
+    }
+    if !config.opensmtpd {
+        let _ = writeln!(
+            out,
+            "# fugu extension: DKIM keys for dkim-sign\ntable dkimkeys {}",
+            quoted(format!("file:{}", paths.dkim_table.display()))
+        );
+    }
+    out.push('\n');
+
+    if let Some(port) = mta.loopback_port {
+        let _ = writeln!(
+            out,
+            "# Content filters and local scripts re-inject here.\n\
+             listen on 127.0.0.1 port {port} tag LOOPBACK"
+        );
+    }
+    for addr in &mta.listen {
+        let on = listen_address(addr);
+        match cert {
+            Some(_) => {
+                let _ = writeln!(
+                    out,
+                    "listen on {on} port {} tls pki {host} hostname {host_quoted}\n\
+                     listen on {on} port {} smtps pki {host} hostname {host_quoted} \
+                     auth <credentials> senders <sendermap> masquerade tag SUBMISSION\n\
+                     listen on {on} port {} tls-require pki {host} hostname {host_quoted} \
+                     auth <credentials> senders <sendermap> masquerade tag SUBMISSION",
+                    mta.smtp_port, mta.smtps_port, mta.submission_port
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "listen on {on} port {} hostname {host_quoted}",
+                    mta.smtp_port
+                );
+            }
+        }
+    }
+    out.push('\n');
+
+    let _ = writeln!(
+        out,
+        "action \"local_mail\" lmtp {} rcpt-to virtual <virtuals> userbase <vmailusers>",
+        quoted(config.lmtp_socket.display())
+    );
+    let dkim = if config.opensmtpd {
+        ""
+    } else {
+        " dkim-sign <dkimkeys>"
+    };
+    let _ = writeln!(out, "action \"outbound\" relay helo {host}{dkim}\n");
+
+    let _ = writeln!(out, "include {}\n", quoted(mta.local_include.display()));
+
+    out.push_str(
+        "match from any for domain <domains> action \"local_mail\"\n\
+         match from auth for any action \"outbound\"\n\
+         match from local for any action \"outbound\"\n",
+    );
+    out
+}
+
+/// OpenSMTPD takes an interface, address or host name; an IPv6 address as is.
+fn listen_address(addr: &str) -> String {
+    if addr.contains(':') {
+        quoted(addr)
+    } else {
+        addr.to_string()
+    }
+}
