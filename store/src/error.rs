@@ -21,6 +21,23 @@ pub enum Error {
     AliasLoop(String),
     #[error("{0}")]
     Password(#[from] password::Error),
+    // The console's records (admins, access rules, API tokens): admins.rs, access.rs, tokens.rs.
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("admin {0} already exists")]
+    AdminExists(String),
+    #[error("admin {0} does not exist")]
+    AdminNotFound(String),
+    #[error("{kind} rule for {value} ({action}) already exists")]
+    AccessRuleExists {
+        kind: String,
+        value: String,
+        action: String,
+    },
+    #[error("access rule {0} does not exist")]
+    AccessRuleNotFound(i64),
+    #[error("API token {0} does not exist")]
+    TokenNotFound(i64),
     #[error("cannot open database {path}: {reason}")]
     Open {
         path: std::path::PathBuf,

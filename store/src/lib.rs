@@ -11,6 +11,12 @@
 pub mod address;
 mod error;
 mod records;
+// The admin console's records.
+mod access;
+mod admins;
+mod audit;
+pub mod snapshot;
+mod tokens;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -20,9 +26,14 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use access::{AccessAction, AccessKind, AccessQuery, AccessRule, NewAccessRule};
 pub use address::{AliasSource, DomainName, EmailAddress, LocalPart};
+pub use admins::{Admin, Role, Username};
+pub use audit::{AuditEntry, AuditPage, AuditQuery, NewAuditEntry};
 pub use error::Error;
 pub use records::{Alias, Domain, NewUser, User, UserPage, UserQuery};
+pub use snapshot::Snapshot;
+pub use tokens::{ApiToken, TokenScope};
 
 /// How long a writer waits for another connection's lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -297,14 +297,29 @@ impl Store {
 
     // ---- aliases -------------------------------------------------------------------
 
-    pub async fn add_alias(&self, source: &AliasSource, destination: &EmailAddress) -> Result<Alias, Error> {
-        let mut added = self.add_aliases(source, std::slice::from_ref(destination)).await?;
-        added.pop().ok_or_else(|| Error::AliasNotFound(source.to_string()))
+    pub async fn add_alias(
+        &self,
+        source: &AliasSource,
+        destination: &EmailAddress,
+    ) -> Result<Alias, Error> {
+        let mut added = self
+            .add_aliases(source, std::slice::from_ref(destination))
+            .await?;
+        added
+            .pop()
+            .ok_or_else(|| Error::AliasNotFound(source.to_string()))
     }
 
     /// Adds every destination of `source` in one transaction: all or none.
-    pub async fn add_aliases(&self, source: &AliasSource, destinations: &[EmailAddress]) -> Result<Vec<Alias>, Error> {
-        if let Some(d) = destinations.iter().find(|d| d.to_string() == source.to_string()) {
+    pub async fn add_aliases(
+        &self,
+        source: &AliasSource,
+        destinations: &[EmailAddress],
+    ) -> Result<Vec<Alias>, Error> {
+        if let Some(d) = destinations
+            .iter()
+            .find(|d| d.to_string() == source.to_string())
+        {
             return Err(Error::AliasLoop(d.to_string()));
         }
         let domain = source.domain();

@@ -1,0 +1,9 @@
+//! admin-web against the real server on a loopback port: HTTPS, sessions, CSRF, roles,
+//! escaping, throttling and the API; `browser` drives real headless Chromium.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap (workspace rule)
+
+mod api;
+mod browser;
+mod harness;
+mod security;
