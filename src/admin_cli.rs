@@ -81,6 +81,52 @@ pub enum UserCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SettingCmd {
+    /// Show every setting.
+    List,
+    /// Change one: vmail_user, vmail_uid, vmail_gid or vmail_home (where new mailboxes go).
+    Set { key: String, value: String },
+}
+
+/// A setting's name and the check its value must pass.
+type SettingRule = (&'static str, fn(&str) -> bool);
+
+/// The settings an operator may change from the command line, with their checks.
+const SETTINGS: &[SettingRule] = &[
+    ("vmail_user", |v| {
+        !v.is_empty() && !v.contains(['@', ':', ' '])
+    }),
+    ("vmail_uid", |v| v.parse::<u32>().is_ok_and(|n| n > 0)),
+    ("vmail_gid", |v| v.parse::<u32>().is_ok_and(|n| n > 0)),
+    ("vmail_home", |v| v.starts_with('/') && !v.contains(':')),
+];
+
+pub fn setting(cmd: SettingCmd, db: &Path) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let store = open(db).await?;
+        match cmd {
+            SettingCmd::List => {
+                for (key, _) in SETTINGS {
+                    println!("{key}\t{}", store.setting(key).await?.unwrap_or_default());
+                }
+            }
+            SettingCmd::Set { key, value } => {
+                let Some((_, valid)) = SETTINGS.iter().find(|(k, _)| *k == key) else {
+                    let known: Vec<&str> = SETTINGS.iter().map(|(k, _)| *k).collect();
+                    bail!("unknown setting {key:?} (known: {})", known.join(", "));
+                };
+                if !valid(&value) {
+                    bail!("invalid value {value:?} for {key}");
+                }
+                store.set_setting(&key, &value).await?;
+                println!("{key} = {value}");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AliasCmd {
     /// Add an alias: SOURCE is an address of a hosted domain or @domain (catch-all);
     /// each DESTINATION is any address, local or external.

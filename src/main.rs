@@ -2,6 +2,9 @@
 //! line, builds each component's typed configuration and calls into the crates.
 
 mod admin_cli;
+mod provision;
+mod settings;
+mod smtpd;
 mod up;
 
 use std::path::PathBuf;
@@ -68,6 +71,13 @@ enum Command {
         #[command(flatten)]
         db: DbArg,
     },
+    /// Show or change appliance settings kept in the database.
+    Setting {
+        #[command(subcommand)]
+        action: admin_cli::SettingCmd,
+        #[command(flatten)]
+        db: DbArg,
+    },
     /// Hash a password read from standard input and print the bare hash, like `smtpctl encrypt`.
     Encrypt {
         /// argon2id (default) or bcrypt (for tables shared with real OpenSMTPD).
@@ -76,6 +86,15 @@ enum Command {
     },
     /// Run the appliance in a local state folder on unprivileged ports.
     Up(up::UpArgs),
+    /// The SMTP server; `fugu smtpd -n -f FILE` checks a configuration like `smtpd -n`.
+    Smtpd(smtpd::SmtpdArgs),
+    /// Render Dovecot, MTA, DKIM, TLS and packet-filter files from the database.
+    Provision(provision::ProvisionArgs),
+    /// Check or convert smtpd.conf files.
+    Config {
+        #[command(subcommand)]
+        action: smtpd::ConfigCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -95,7 +114,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Domain { action, db } => admin_cli::domain(action, &db.path()),
         Command::User { action, db } => admin_cli::user(action, &db.path()),
         Command::Alias { action, db } => admin_cli::alias(action, &db.path()),
+        Command::Setting { action, db } => admin_cli::setting(action, &db.path()),
         Command::Encrypt { scheme } => admin_cli::encrypt(scheme),
         Command::Up(args) => up::run(args),
+        Command::Smtpd(args) => smtpd::smtpd(args),
+        Command::Config { action } => smtpd::config(action),
+        Command::Provision(args) => provision::run(args),
     }
 }

@@ -26,7 +26,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async { anyhow::Ok(store::Store::open(&db).await?.close().await) })?;
+    rt.block_on(async {
+        store::Store::open(&db).await?.close().await;
+        anyhow::Ok(())
+    })?;
     println!("fugu up: state in {}", dir.display());
     println!(
         "  database   {} (manage it with `fugu domain|user|alias … --db {}`)",

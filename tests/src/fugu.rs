@@ -65,12 +65,11 @@ impl Root {
         p
     }
 
-    /// Runs `fugu ARGS…` to completion with `--db` pointing at this root's database.
+    /// Runs `fugu ARGS…` to completion with `$FUGU_DB` pointing at this root's database.
     pub fn fugu(&self, args: &[&str]) -> Run {
         let mut cmd = Command::new(bin());
         cmd.args(args)
-            .arg("--db")
-            .arg(self.db())
+            .env("FUGU_DB", self.db())
             .current_dir(self.path());
         Run::from(cmd.output().expect("run fugu"))
     }
@@ -80,6 +79,7 @@ impl Root {
         use std::io::Write;
         let mut child = Command::new(bin())
             .args(args)
+            .env("FUGU_DB", self.db())
             .current_dir(self.path())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
