@@ -352,7 +352,7 @@ pub fn encrypt(scheme: password::Scheme) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_password(file: Option<&Path>) -> anyhow::Result<String> {
+pub fn read_password(file: Option<&Path>) -> anyhow::Result<String> {
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;

@@ -1,6 +1,7 @@
 //! `fugu`: one multi-call binary for the whole appliance. Thin: it parses the command
 //! line, builds each component's typed configuration and calls into the crates.
 
+mod admin;
 mod admin_cli;
 mod provision;
 mod settings;
@@ -88,6 +89,8 @@ enum Command {
     Up(up::UpArgs),
     /// The SMTP server; `fugu smtpd -n -f FILE` checks a configuration like `smtpd -n`.
     Smtpd(smtpd::SmtpdArgs),
+    /// The browser console and JSON API.
+    Admin(admin::AdminArgs),
     /// Render Dovecot, MTA, DKIM, TLS and packet-filter files from the database.
     Provision(provision::ProvisionArgs),
     /// Check or convert smtpd.conf files.
@@ -120,5 +123,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Smtpd(args) => smtpd::smtpd(args),
         Command::Config { action } => smtpd::config(action),
         Command::Provision(args) => provision::run(args),
+        Command::Admin(args) => admin::run(args),
     }
 }

@@ -44,6 +44,8 @@ pub struct Provision {
     /// Leave fugu's smtpd.conf extensions out, for a real OpenSMTPD.
     #[serde(default)]
     pub opensmtpd: bool,
+    /// `lmtp` (to Dovecot, the default) or `maildir` (the mta writes Maildirs itself).
+    pub local_delivery: Option<String>,
     /// Commands (argv lists) run after an output changed, e.g. `dovecot = [["doveadm", "reload"]]`.
     #[serde(default)]
     pub reload: BTreeMap<String, Vec<Vec<String>>>,
@@ -115,6 +117,13 @@ impl Settings {
             c.dovecot.pop3s_port = v;
         }
         c.opensmtpd = self.provision.opensmtpd;
+        match self.provision.local_delivery.as_deref() {
+            None | Some("lmtp") => {}
+            Some("maildir") => c.mta.local_delivery = provisioner::LocalDelivery::Maildir,
+            Some(other) => {
+                anyhow::bail!("provision.local_delivery: {other:?} is neither lmtp nor maildir")
+            }
+        }
         if let Some(outputs) = &self.provision.outputs {
             c.outputs = outputs
                 .iter()

@@ -184,6 +184,17 @@ pub struct MtaConfig {
     pub local_include: PathBuf,
     /// The SQLite database that `sqlite.conf` points table-sqlite at.
     pub database: PathBuf,
+    /// How the mta delivers to local mailboxes.
+    pub local_delivery: LocalDelivery,
+}
+
+/// Local delivery: to Dovecot over LMTP (the appliance), or straight into Maildirs as the
+/// mta's own user (`fugu up`, where no system Dovecot runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LocalDelivery {
+    #[default]
+    Lmtp,
+    Maildir,
 }
 
 /// Packet-filter settings.
@@ -324,6 +335,7 @@ impl Default for Config {
                 loopback_port: Some(10025),
                 local_include: PathBuf::from("/etc/fugu/smtpd.conf.local"),
                 database: PathBuf::from("/var/lib/fugu/fugu.db"),
+                local_delivery: LocalDelivery::Lmtp,
             },
             filter: FilterConfig {
                 mail_ports: vec![25, 465, 587, 143, 993, 110, 995],

@@ -22,7 +22,9 @@ pub mod render;
 use std::time::Duration;
 
 pub use apply::ApplyReport;
-pub use config::{Command, Config, DovecotConfig, FilterConfig, MtaConfig, Output, Paths};
+pub use config::{
+    Command, Config, DovecotConfig, FilterConfig, LocalDelivery, MtaConfig, Output, Paths,
+};
 pub use error::Error;
 pub use reload::ReloadOutcome;
 pub use render::{RenderedFile, render};

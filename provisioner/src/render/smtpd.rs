@@ -121,11 +121,23 @@ pub fn smtpd_conf(snapshot: &Snapshot, config: &Config) -> String {
     }
     out.push('\n');
 
-    let _ = writeln!(
-        out,
-        "action \"local_mail\" lmtp {} rcpt-to virtual <virtuals> userbase <vmailusers>",
-        quoted(config.lmtp_socket.display())
-    );
+    match config.mta.local_delivery {
+        crate::config::LocalDelivery::Lmtp => {
+            let _ = writeln!(
+                out,
+                "action \"local_mail\" lmtp {} rcpt-to virtual <virtuals> userbase <vmailusers>",
+                quoted(config.lmtp_socket.display())
+            );
+        }
+        // The same layout Dovecot's mail_location uses: <vmail>/<domain>/<user>/Maildir.
+        crate::config::LocalDelivery::Maildir => {
+            let _ = writeln!(
+                out,
+                "action \"local_mail\" maildir \"%{{user.directory}}/%{{dest.domain}}/%{{dest.user:strip}}/Maildir\" \
+                 virtual <virtuals> userbase <vmailusers>"
+            );
+        }
+    }
     let dkim = if config.opensmtpd {
         ""
     } else {

@@ -1,0 +1,108 @@
+//! `fugu admin`: the browser console and JSON API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::DbArg;
+
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    #[command(subcommand)]
+    command: Option<AdminCmd>,
+    /// HTTPS address of the console [default: 0.0.0.0:443; `fugu up` uses 127.0.0.1:8443].
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:443")]
+    listen: SocketAddr,
+    /// Plain-HTTP address that redirects to HTTPS (port 80 on a real box); repeatable.
+    #[arg(long, value_name = "ADDR")]
+    http: Vec<SocketAddr>,
+    /// Console sessions [default: sessions.db beside the database].
+    #[arg(long, value_name = "PATH")]
+    sessions: Option<PathBuf>,
+    /// Networks allowed to use the console (CIDR, repeatable) [default: loopback and private ranges].
+    #[arg(long, value_name = "CIDR")]
+    allow: Vec<admin_web::Cidr>,
+    /// Certificate chain and key for HTTPS [default: a self-signed certificate made on first start].
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// After binding the ports, run as this user (when started as root).
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    #[command(flatten)]
+    db: DbArg,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AdminCmd {
+    /// Create a superadmin account (the first one can also be made in the browser).
+    CreateSuperadmin {
+        username: String,
+        /// Read the password from the first line of FILE instead of prompting.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+}
+
+pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    crate::smtpd::init_logging(false);
+    let db = args.db.path();
+    if let Some(AdminCmd::CreateSuperadmin {
+        username,
+        password_file,
+    }) = args.command
+    {
+        let secret = crate::admin_cli::read_password(password_file.as_deref())?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        return rt.block_on(async {
+            let store = store::Store::open(&db).await?;
+            let admin = admin_web::create_superadmin(&store, &username, &secret).await?;
+            println!("created superadmin {}", admin.username);
+            Ok(ExitCode::SUCCESS)
+        });
+    }
+    let mut config = admin_web::Config::new(args.listen, db);
+    config.http_listen = args.http;
+    if let Some(s) = args.sessions {
+        config.sessions_path = s;
+    }
+    if !args.allow.is_empty() {
+        config.allow = args.allow;
+    }
+    if let (Some(cert), Some(key)) = (args.cert, args.key) {
+        config.tls = admin_web::TlsSource::Files { cert, key };
+    }
+    // Bind while still privileged, drop, and only then start the runtime: setuid on a
+    // multi-threaded process must reach every thread.
+    let listeners = admin_web::bind(&config)?;
+    if let Some(user) = &args.user {
+        drop_privileges(user)?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        admin_web::serve(config, listeners, shutdown).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// setgroups, setgid, setuid to `name`, process-wide (before any thread exists).
+pub fn drop_privileges(name: &str) -> anyhow::Result<()> {
+    use nix::unistd::{User, setgid, setgroups, setuid};
+    let user = User::from_name(name)
+        .with_context(|| format!("cannot look up user {name}"))?
+        .with_context(|| format!("no such user {name}"))?;
+    setgroups(&[user.gid]).context("setgroups")?;
+    setgid(user.gid).context("setgid")?;
+    setuid(user.uid).context("setuid")?;
+    Ok(())
+}
