@@ -68,6 +68,11 @@ pub struct UserPage {
     pub total: i64,
 }
 
+/// An update or delete by primary or unique key touched its row, or the row is missing.
+fn exactly_one(rows: u64, missing: impl FnOnce() -> Error) -> Result<(), Error> {
+    if rows == 0 { Err(missing()) } else { Ok(()) }
+}
+
 const USER_COLUMNS: &str = "id, address, domain, local_part, password_hash, display_name, \
      quota_bytes, uid, gid, home, active, created_at, updated_at";
 
@@ -115,10 +120,9 @@ impl Store {
             .bind(name.as_str())
             .execute(self.pool())
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::DomainNotFound(name.to_string()));
-        }
-        Ok(())
+        exactly_one(done.rows_affected(), || {
+            Error::DomainNotFound(name.to_string())
+        })
     }
 
     /// What removing a domain takes with it: (users, aliases).
@@ -139,10 +143,9 @@ impl Store {
             .bind(name.as_str())
             .execute(self.pool())
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::DomainNotFound(name.to_string()));
-        }
-        Ok(())
+        exactly_one(done.rows_affected(), || {
+            Error::DomainNotFound(name.to_string())
+        })
     }
 
     // ---- users ---------------------------------------------------------------------
@@ -232,10 +235,9 @@ impl Store {
         .bind(address.to_string())
         .execute(self.pool())
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::UserNotFound(address.to_string()));
-        }
-        Ok(())
+        exactly_one(done.rows_affected(), || {
+            Error::UserNotFound(address.to_string())
+        })
     }
 
     pub async fn set_user_active(&self, address: &EmailAddress, active: bool) -> Result<(), Error> {
@@ -245,10 +247,9 @@ impl Store {
                 .bind(address.to_string())
                 .execute(self.pool())
                 .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::UserNotFound(address.to_string()));
-        }
-        Ok(())
+        exactly_one(done.rows_affected(), || {
+            Error::UserNotFound(address.to_string())
+        })
     }
 
     pub async fn set_user_quota(
@@ -263,10 +264,9 @@ impl Store {
         .bind(address.to_string())
         .execute(self.pool())
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::UserNotFound(address.to_string()));
-        }
-        Ok(())
+        exactly_one(done.rows_affected(), || {
+            Error::UserNotFound(address.to_string())
+        })
     }
 
     /// Checks a mailbox owner's password (for the console's self-service login).
@@ -289,10 +289,9 @@ impl Store {
             .bind(address.to_string())
             .execute(self.pool())
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::UserNotFound(address.to_string()));
-        }
-        Ok(())
+        exactly_one(done.rows_affected(), || {
+            Error::UserNotFound(address.to_string())
+        })
     }
 
     // ---- aliases -------------------------------------------------------------------
