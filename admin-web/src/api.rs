@@ -26,7 +26,7 @@ pub(crate) fn token_digest(token: &str) -> String {
 }
 
 /// An API failure as JSON: `{"error": {"status": 403, "field": null, "message": "…"}}`.
-struct ApiError(AppError);
+pub(crate) struct ApiError(AppError);
 
 impl From<AppError> for ApiError {
     fn from(e: AppError) -> ApiError {
@@ -62,13 +62,13 @@ impl IntoResponse for ApiError {
 type ApiResult = Result<Response, ApiError>;
 
 /// The caller behind a bearer token, and whether the token may write.
-struct ApiCaller {
-    actor: Actor,
+pub(crate) struct ApiCaller {
+    pub actor: Actor,
     write: bool,
 }
 
 impl ApiCaller {
-    fn require_write(&self) -> Result<(), ApiError> {
+    pub(crate) fn require_write(&self) -> Result<(), ApiError> {
         if self.write {
             Ok(())
         } else {
@@ -131,6 +131,32 @@ pub(crate) fn routes() -> Router<AppState> {
             "/api/v1/access-rules/{id}",
             axum::routing::delete(delete_rule),
         )
+        .merge(crate::certificates::api_routes())
+        .route(
+            "/api/v1/domains/{name}/dkim-keys",
+            get(list_dkim_keys).post(generate_dkim_key),
+        )
+        .route(
+            "/api/v1/domains/{name}/dkim-keys/import",
+            axum::routing::post(import_dkim_key),
+        )
+        .route(
+            "/api/v1/domains/{name}/dkim-keys/{selector}",
+            axum::routing::delete(delete_dkim_key),
+        )
+        .route(
+            "/api/v1/domains/{name}/dkim-keys/{selector}/activate",
+            axum::routing::post(activate_dkim_key),
+        )
+        .route(
+            "/api/v1/domains/{name}/dkim-keys/{selector}/retire",
+            axum::routing::post(retire_dkim_key),
+        )
+        .route("/api/v1/domains/{name}/dns", get(domain_dns))
+        .route(
+            "/api/v1/domains/{name}/policy",
+            get(get_domain_policy).put(put_domain_policy),
+        )
         .fallback(|| async { ApiError(AppError::NotFound("no such API route".to_string())) })
 }
 
@@ -138,7 +164,7 @@ fn created(v: Value) -> Response {
     (StatusCode::CREATED, Json(v)).into_response()
 }
 
-fn bad_json(e: axum::extract::rejection::JsonRejection) -> ApiError {
+pub(crate) fn bad_json(e: axum::extract::rejection::JsonRejection) -> ApiError {
     ApiError(AppError::Invalid {
         field: "body",
         message: e.body_text(),
@@ -445,6 +471,122 @@ async fn delete_rule(
     c.require_write()?;
     let r = ops::remove_access_rule(&state, &c.actor, id).await?;
     Ok(Json(ops::rule_json(&r)).into_response())
+}
+
+// ---- DKIM keys, DNS hints and domain policy (handlers' logic in dkim.rs and dns.rs) ----------
+
+async fn list_dkim_keys(
+    State(state): State<AppState>,
+    c: ApiCaller,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let keys = crate::dkim::list(&state, &c.actor, &name).await?;
+    Ok(Json(json!({"keys": crate::dkim::keys_json(&keys)})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewDkimKey {
+    algorithm: String,
+}
+
+async fn generate_dkim_key(
+    State(state): State<AppState>,
+    c: ApiCaller,
+    Path(name): Path<String>,
+    body: Result<Json<NewDkimKey>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    c.require_write()?;
+    let Json(b) = body.map_err(bad_json)?;
+    let k = crate::dkim::generate_key(&state, &c.actor, &name, &b.algorithm).await?;
+    Ok(created(crate::dkim::key_json(&k)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportDkimKey {
+    selector: String,
+    private_key: String,
+}
+
+async fn import_dkim_key(
+    State(state): State<AppState>,
+    c: ApiCaller,
+    Path(name): Path<String>,
+    body: Result<Json<ImportDkimKey>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    c.require_write()?;
+    let Json(b) = body.map_err(bad_json)?;
+    let k = crate::dkim::import_key(&state, &c.actor, &name, &b.selector, &b.private_key).await?;
+    Ok(created(crate::dkim::key_json(&k)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ActivateDkimKey {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn activate_dkim_key(
+    State(state): State<AppState>,
+    c: ApiCaller,
+    Path((name, selector)): Path<(String, String)>,
+    body: Option<Json<ActivateDkimKey>>,
+) -> ApiResult {
+    c.require_write()?;
+    let force = body.map(|Json(b)| b.force).unwrap_or(false);
+    let (k, retired) = crate::dkim::activate_key(&state, &c.actor, &name, &selector, force).await?;
+    Ok(Json(crate::dkim::activated_json(&k, retired.as_ref())).into_response())
+}
+
+async fn retire_dkim_key(
+    State(state): State<AppState>,
+    c: ApiCaller,
+    Path((name, selector)): Path<(String, String)>,
+) -> ApiResult {
+    c.require_write()?;
+    let k = crate::dkim::retire_key(&state, &c.actor, &name, &selector).await?;
+    Ok(Json(crate::dkim::key_json(&k)).into_response())
+}
+
+async fn delete_dkim_key(
+    State(state): State<AppState>,
+    c: ApiCaller,
+    Path((name, selector)): Path<(String, String)>,
+) -> ApiResult {
+    c.require_write()?;
+    crate::dkim::delete_key(&state, &c.actor, &name, &selector).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn domain_dns(
+    State(state): State<AppState>,
+    c: ApiCaller,
+    Path(name): Path<String>,
+) -> ApiResult {
+    Ok(Json(crate::dns::api_report(&state, &c.actor, &name).await?).into_response())
+}
+
+async fn get_domain_policy(
+    State(state): State<AppState>,
+    c: ApiCaller,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let p = crate::dns::policy(&state, &c.actor, &name).await?;
+    Ok(Json(crate::dns::policy_json(&p)).into_response())
+}
+
+async fn put_domain_policy(
+    State(state): State<AppState>,
+    c: ApiCaller,
+    Path(name): Path<String>,
+    body: Result<Json<crate::dns::PolicyInput>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    c.require_write()?;
+    let Json(b) = body.map_err(bad_json)?;
+    let p = crate::dns::set_policy(&state, &c.actor, &name, &b).await?;
+    Ok(Json(crate::dns::policy_json(&p)).into_response())
 }
 
 // ---- OpenAPI ---------------------------------------------------------------------------

@@ -116,6 +116,44 @@ pub struct Config {
     pub login_window: Duration,
     /// The mta's control socket, for the queue page (not used yet: the socket does not exist).
     pub control_socket: Option<PathBuf>,
+    /// The mail host name (`hostname` in fugu.toml): MX target, MTA-STS `mx:`, TLSA owner.
+    pub mail_hostname: String,
+    /// The server's public addresses (`public_addresses` in fugu.toml): A/AAAA hints,
+    /// reverse-DNS and block-list checks.
+    pub public_addrs: Vec<IpAddr>,
+    /// The DNS server live checks ask (`resolver`); `None` uses /etc/resolv.conf.
+    pub resolver: Option<SocketAddr>,
+    /// DNS block lists the public addresses are checked against.
+    pub dnsbls: Vec<String>,
+    /// Which client services the box offers, for SRV hints and autoconfig.
+    pub services: MailServices,
+    /// What "now" is for certificate renewal (a manual clock in tests).
+    pub clock: crate::clock::SharedClock,
+    /// ACME: the CA trusted for the directory, the renewal schedule, HTTP-01 answers.
+    pub acme: crate::acme::AcmeConfig,
+}
+
+/// Ports of the client services announced in DNS (RFC 6186) and autoconfig; `None` for
+/// a service the box does not offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailServices {
+    pub submissions: Option<u16>,
+    pub submission: Option<u16>,
+    pub imaps: Option<u16>,
+    pub pop3s: Option<u16>,
+}
+
+impl Default for MailServices {
+    /// RFC 8314: implicit TLS for submission and IMAP, STARTTLS submission for older
+    /// clients, no POP3.
+    fn default() -> MailServices {
+        MailServices {
+            submissions: Some(465),
+            submission: Some(587),
+            imaps: Some(993),
+            pop3s: None,
+        }
+    }
 }
 
 impl Config {
@@ -142,6 +180,13 @@ impl Config {
             login_max_failures_ip: 20,
             login_window: Duration::from_secs(15 * 60),
             control_socket: None,
+            mail_hostname: "localhost".to_string(),
+            public_addrs: Vec::new(),
+            resolver: None,
+            dnsbls: vec!["zen.spamhaus.org".to_string(), "bl.spamcop.net".to_string()],
+            services: MailServices::default(),
+            clock: std::sync::Arc::new(crate::clock::SystemClock),
+            acme: crate::acme::AcmeConfig::default(),
         }
     }
 

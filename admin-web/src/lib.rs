@@ -5,26 +5,37 @@
 //! the allow-list, and manages domains, users, aliases, access rules, admins and API
 //! tokens through `store`, writing an audit entry for every change. HTML pages work
 //! without JavaScript; `/api/v1/` offers the same operations as JSON for token holders.
+//! Certificates come from ACME (instant-acme; HTTP-01 answered on the plain-HTTP
+//! listener; renewed by a background task on the injected [`Clock`]) or from manual
+//! upload; the console serves the stored ones by SNI.
 //!
 //! It does not bind privileged ports by itself or drop privileges: the binary binds with
 //! [`bind`], drops privileges, then calls [`serve`]. It does not show the mta's queue yet
 //! (the control socket does not exist), nor render any file the provisioner owns.
 
+mod acme;
 mod api;
 mod assets;
 mod auth;
+mod certificates;
+mod clock;
 mod config;
+mod dkim;
+mod dns;
 mod error;
 mod net;
 mod ops;
 mod pages;
 mod tls;
 mod totp;
+mod wellknown;
 
 use std::future::Future;
 use std::sync::Arc;
 
-pub use config::{Cidr, Config, TlsSource};
+pub use acme::{AcmeConfig, Challenges, LETSENCRYPT, LETSENCRYPT_STAGING};
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use config::{Cidr, Config, MailServices, TlsSource};
 pub use error::Error;
 pub use net::{Listeners, bind};
 
@@ -33,6 +44,10 @@ pub use net::{Listeners, bind};
 pub(crate) struct AppState {
     pub store: store::Store,
     pub config: Arc<Config>,
+    /// DNS live checks and their answer cache (the DNS records page, DKIM activation).
+    pub checks: Arc<dns::LiveChecks>,
+    /// The console's own certificates by SNI, refreshed when one is issued or uploaded.
+    pub certs: Arc<tls::CertResolver>,
 }
 
 /// Serves the console on already-bound listeners until `shutdown` completes.

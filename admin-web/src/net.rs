@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -145,7 +145,7 @@ pub(crate) async fn serve_with_store(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let tls = crate::tls::server_config(&config.tls)?;
+    let (tls, certs) = crate::tls::server_config(&config.tls)?;
     let sessions = crate::auth::session_layer(&config).await?;
     let https_port = listeners
         .https_addrs()
@@ -154,9 +154,12 @@ pub(crate) async fn serve_with_store(
         .unwrap_or(443);
     let state = AppState {
         store,
+        checks: Arc::new(crate::dns::LiveChecks::new(&config)),
+        certs,
         config: Arc::new(config),
     };
     let app = crate::pages::routes()
+        .merge(crate::certificates::routes())
         .merge(crate::api::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -168,8 +171,13 @@ pub(crate) async fn serve_with_store(
             state.clone(),
             allow_list,
         ))
+        // MTA-STS and autoconfig are public: answered before the allow-list.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::wellknown::public_names,
+        ))
         .layer(axum::middleware::from_fn(security_headers))
-        .with_state(state);
+        .with_state(state.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -195,9 +203,27 @@ pub(crate) async fn serve_with_store(
                 .await
         });
     }
+    // Certificates are renewed while the console runs, on the injected clock.
+    tasks.spawn({
+        let state = state.clone();
+        let stop = stop_rx.clone();
+        async move {
+            crate::acme::renewal_task(state, stop).await;
+            Ok::<(), std::io::Error>(())
+        }
+    });
     for l in listeners.http {
         let tcp = TcpListener::from_std(l).map_err(Error::Serve)?;
+        let challenges = state.config.acme.challenges.clone();
+        // RFC 8555 §8.3: the CA fetches the key authorization over plain HTTP on port 80;
+        // that path is answered here, everything else is redirected.
         let app = Router::new()
+            .route(
+                "/.well-known/acme-challenge/{token}",
+                axum::routing::get(move |Path(token): Path<String>| async move {
+                    acme_challenge(&challenges, &token)
+                }),
+            )
             .fallback(move |req: Request| redirect_to_https(req, https_port))
             .into_make_service();
         let stop = stopped(stop_rx.clone());
@@ -213,7 +239,24 @@ pub(crate) async fn serve_with_store(
     Ok(())
 }
 
-/// Plain HTTP only redirects (ACME HTTP-01 challenges will be answered here too).
+fn acme_challenge(challenges: &crate::acme::Challenges, token: &str) -> Response {
+    match challenges.answer(token) {
+        Some(key_authorization) => {
+            tracing::info!(token, "answered an ACME HTTP-01 challenge");
+            (
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                key_authorization,
+            )
+                .into_response()
+        }
+        None => {
+            tracing::info!(token, "ACME challenge request for an unknown token");
+            (StatusCode::NOT_FOUND, "no such ACME challenge\n").into_response()
+        }
+    }
+}
+
+/// Plain HTTP only redirects, apart from ACME HTTP-01 challenges.
 async fn redirect_to_https(req: Request, https_port: u16) -> Response {
     let host = req
         .headers()

@@ -73,7 +73,7 @@ impl Actor {
         }
     }
 
-    async fn audit(
+    pub(crate) async fn audit(
         &self,
         state: &AppState,
         action: &str,

@@ -57,6 +57,31 @@ pub(crate) fn routes() -> Router<AppState> {
             "/account/login",
             get(account_login_form).post(account_login),
         )
+        .route("/domains/{name}/dkim", get(crate::dkim::page))
+        .route(
+            "/domains/{name}/dkim/generate",
+            post(crate::dkim::page_generate),
+        )
+        .route(
+            "/domains/{name}/dkim/import",
+            post(crate::dkim::page_import),
+        )
+        .route(
+            "/domains/{name}/dkim/{selector}/activate",
+            post(crate::dkim::page_activate),
+        )
+        .route(
+            "/domains/{name}/dkim/{selector}/retire",
+            post(crate::dkim::page_retire),
+        )
+        .route(
+            "/domains/{name}/dkim/{selector}/delete",
+            post(crate::dkim::page_delete),
+        )
+        .route("/domains/{name}/dns", get(crate::dns::page))
+        .route("/domains/{name}/dns/check", post(crate::dns::recheck))
+        .route("/domains/{name}/dns/policy", post(crate::dns::page_policy))
+        .route("/domains/{name}/dns.zone", get(crate::dns::zone_file))
         .route("/account", get(account))
         .route("/account/password", post(account_password))
         .route("/account/logout", post(account_logout))
@@ -128,7 +153,7 @@ impl Errors {
             .map(|(_, m)| m.as_str())
     }
 
-    fn from_error(e: AppError) -> Result<Errors, AppError> {
+    pub(crate) fn from_error(e: AppError) -> Result<Errors, AppError> {
         match e {
             AppError::Invalid { field, message } => Ok(Errors(vec![(field, message)])),
             other => Err(other),
@@ -142,7 +167,7 @@ pub(crate) struct Nav {
     pub csrf: String,
 }
 
-fn nav(c: &Console) -> Option<Nav> {
+pub(crate) fn nav(c: &Console) -> Option<Nav> {
     Some(Nav {
         username: c.actor.admin.username.clone(),
         superadmin: c.actor.is_superadmin(),
@@ -151,7 +176,7 @@ fn nav(c: &Console) -> Option<Nav> {
 }
 
 /// Re-rendered forms answer 422 so scripts and tests can tell them from successes.
-fn rerender(page: impl IntoResponse, errors: &Errors) -> Response {
+pub(crate) fn rerender(page: impl IntoResponse, errors: &Errors) -> Response {
     if errors.0.is_empty() {
         page.into_response()
     } else {
@@ -159,7 +184,11 @@ fn rerender(page: impl IntoResponse, errors: &Errors) -> Response {
     }
 }
 
-async fn done(session: &Session, message: String, to: &str) -> Result<Response, AppError> {
+pub(crate) async fn done(
+    session: &Session,
+    message: String,
+    to: &str,
+) -> Result<Response, AppError> {
     auth::set_flash(session, message).await?;
     Ok(Redirect::to(to).into_response())
 }
@@ -569,7 +598,7 @@ async fn domains_page(
     Ok(rerender(page, &status))
 }
 
-fn page_errors(e: &Errors) -> Errors {
+pub(crate) fn page_errors(e: &Errors) -> Errors {
     Errors(e.0.iter().map(|(f, m)| (*f, m.clone())).collect())
 }
 

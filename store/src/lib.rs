@@ -13,8 +13,11 @@ mod error;
 mod records;
 // The admin console's records.
 mod access;
+mod access_import;
 mod admins;
 mod audit;
+mod certificates;
+mod dkim;
 pub mod snapshot;
 mod tokens;
 
@@ -27,9 +30,15 @@ use sqlx::sqlite::{
 };
 
 pub use access::{AccessAction, AccessKind, AccessQuery, AccessRule, NewAccessRule};
+pub use access_import::RuleSource;
 pub use address::{AliasSource, DomainName, EmailAddress, LocalPart};
 pub use admins::{Admin, Role, Username};
 pub use audit::{AuditEntry, AuditPage, AuditQuery, NewAuditEntry};
+pub use certificates::{AcmeAccount, AcmeRequest, Certificate, CertificateSource, NewCertificate};
+pub use dkim::{
+    DkimAlgorithm, DkimKey, DkimState, DmarcPolicy, DomainPolicy, MtaStsMode, NewDkimKey,
+    parse_selector,
+};
 pub use error::Error;
 pub use records::{Alias, Domain, NewUser, User, UserPage, UserQuery};
 pub use snapshot::Snapshot;

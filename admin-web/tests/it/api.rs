@@ -212,7 +212,8 @@ async fn openapi_document_lists_exactly_the_served_routes() {
             let concrete = path
                 .replace("{name}", "example.org")
                 .replace("{address}", "a@example.org")
-                .replace("{id}", "1");
+                .replace("{id}", "1")
+                .replace("{selector}", "20260101r");
             let r = c
                 .request(
                     &method.to_uppercase(),

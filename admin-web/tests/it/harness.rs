@@ -69,6 +69,7 @@ impl Console {
             cert: self.cert_path(),
             cookie: None,
             bearer: None,
+            host: None,
         }
     }
 
@@ -155,6 +156,8 @@ pub struct Client {
     cert: PathBuf,
     pub cookie: Option<String>,
     pub bearer: Option<String>,
+    /// The Host header to send (`localhost` when unset), e.g. `mta-sts.example.org`.
+    pub host: Option<String>,
 }
 
 pub fn form_encode(fields: &[(&str, &str)]) -> String {
@@ -234,7 +237,8 @@ impl Client {
             return failed();
         };
         let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.host.as_deref().unwrap_or("localhost"),
             body.len()
         );
         if let Some(t) = ctype {

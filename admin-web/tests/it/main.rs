@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap (workspace rule)
 
+mod acme;
 mod api;
 mod browser;
+mod deliverability;
 mod harness;
 mod security;

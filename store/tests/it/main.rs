@@ -1,6 +1,8 @@
 //! The store against a real SQLite file: schema rules, triggers and the lookup views.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod dkim;
+
 use store::{AliasSource, DomainName, EmailAddress, Error, NewUser, Store, UserQuery};
 
 fn domain(s: &str) -> DomainName {
