@@ -56,6 +56,12 @@ impl Unbound {
         for z in zones {
             let file = dir.join(format!("{}.zone", z.origin));
             std::fs::write(&file, zone_text(z)).unwrap();
+            // Unbound answers NXDOMAIN for RFC 6761 names (`test.`, `invalid.`) from its
+            // default local zones before looking at auth zones: let the zone through.
+            conf.push_str(&format!(
+                "server:\n  local-zone: \"{}.\" transparent\n",
+                z.origin
+            ));
             conf.push_str(&format!(
                 "auth-zone:\n  name: \"{}.\"\n  zonefile: \"{}\"\n  for-downstream: yes\n  for-upstream: no\n  fallback-enabled: no\n",
                 z.origin,

@@ -19,6 +19,10 @@ const MDA_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 pub struct Deliverer {
     pub(super) state: Arc<super::Shared>,
+    /// Outbound state for `relay` actions: resolver, idle connections, limits.
+    pub(super) relayer: Arc<crate::relay::Relayer>,
+    /// DKIM keys for `dkim-sign` actions, loaded once per key file.
+    pub(super) dkim: Arc<crate::dkim::DkimSigner>,
 }
 
 /// `uid:gid:home` from a userbase (`userinfo` service).
@@ -264,6 +268,30 @@ fn running_as_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+impl Deliverer {
+    /// `data` with the DKIM-Signature fields of its From: domain on top (RFC 6376 §5);
+    /// unchanged when there is nothing to sign with. Table lookups and key loading
+    /// may block, so this runs on the blocking pool.
+    async fn dkim_sign(
+        &self,
+        state: &Arc<State>,
+        table: &crate::config::TableRef,
+        data: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
+        let (signer, state, table) = (self.dkim.clone(), state.clone(), table.clone());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        tokio::task::spawn_blocking(move || {
+            let mut signed = signer.sign(&state.tables, &table, &data, now);
+            signed.extend_from_slice(&data);
+            signed
+        })
+        .await
+        .map_err(|e| format!("421 4.3.0 DKIM signing failed: {e}"))
+    }
+}
+
 impl Dispatch for Deliverer {
     async fn deliver(&self, action: &str, msg: &MessageRef, rcpts: &[RcptRef]) -> Vec<RcptOutcome> {
         let state = self.state.current();
@@ -278,11 +306,46 @@ impl Dispatch for Deliverer {
         };
         match &act.dispatch {
             Method::Local(method) => self.deliver_local(&state, act, method, msg, rcpts).await,
-            Method::Relay(_) => all(
-                rcpts,
-                Outcome::TempFail("451 4.3.0 relaying is not available in this build yet".into()),
-            ),
+            Method::Relay(relay) => {
+                let data = match msg.read().await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        return all(
+                            rcpts,
+                            Outcome::TempFail(format!(
+                                "421 4.3.0 cannot read the queued message: {e}"
+                            )),
+                        );
+                    }
+                };
+                let data = match &act.dkim_sign {
+                    Some(table) => match self.dkim_sign(&state, table, data).await {
+                        Ok(d) => d,
+                        Err(e) => return all(rcpts, Outcome::TempFail(e)),
+                    },
+                    None => data,
+                };
+                self.relayer
+                    .deliver(crate::relay::Request {
+                        config: &state.config,
+                        tables: &state.tables,
+                        relay,
+                        hostname: &state.hostname,
+                        msg,
+                        rcpts,
+                        data: &data,
+                    })
+                    .await
+            }
         }
+    }
+
+    fn is_relay(&self, action: &str) -> bool {
+        let state = self.state.current();
+        state
+            .config
+            .action(action)
+            .is_some_and(|a| matches!(a.dispatch, Method::Relay(_)))
     }
 
     fn bounce_targets(&self, sender: &str) -> Option<Vec<Target>> {

@@ -3,8 +3,11 @@
 //! (RFC 1870: 552 5.3.4), and the final 250 only once the queue has committed.
 
 use super::framing::Framer;
-use super::received::{ReceivedInfo, received_header};
+use super::received::{ReceivedInfo, received_header, rfc5322_date};
+use super::submission::{HeaderFixup, message_id};
 use super::{Action, BareNewline, Message, Mode, Session, Wait, reply};
+use crate::clock::unix_seconds;
+use crate::envelope::Origin;
 
 impl Session {
     pub(super) fn data(&mut self, args: Option<&str>) {
@@ -99,6 +102,19 @@ impl Session {
         self.out.push(Action::MessageBegin(Box::new(envelope)));
         let written = header.len() as u64;
         self.out.push(Action::MessageChunk(header.into_bytes()));
+        // RFC 6409 §8.2, §8.3: only submitted mail is completed, never relayed mail.
+        let submitted = self.auth_user.is_some() || self.peer.origin == Origin::Local;
+        let fixup = submitted.then(|| {
+            HeaderFixup::new(
+                rfc5322_date(self.clock.now()),
+                message_id(
+                    unix_seconds(self.clock.now()),
+                    self.peer.session_id,
+                    self.mails + 1,
+                    &self.cfg.hostname,
+                ),
+            )
+        });
         if let Some(tx) = self.tx.as_mut() {
             tx.message = Some(Message {
                 framer: Framer::new(!bdat, self.cfg.max_data_line),
@@ -106,6 +122,7 @@ impl Session {
                 written,
                 error: None,
                 bdat,
+                fixup,
             });
         }
     }
@@ -123,9 +140,15 @@ impl Session {
         if msg.error.is_none() && msg.size > max {
             msg.error = Some(reply::message_too_big());
         }
-        if msg.error.is_none() && !chunk.is_empty() {
-            msg.written += chunk.len() as u64;
-            self.out.push(Action::MessageChunk(chunk));
+        if msg.error.is_none() {
+            let mut chunk = msg.fix(chunk);
+            if end {
+                msg.fix_end(&mut chunk);
+            }
+            if !chunk.is_empty() {
+                msg.written += chunk.len() as u64;
+                self.out.push(Action::MessageChunk(chunk));
+            }
         }
         if end {
             self.end_of_message();
@@ -162,6 +185,7 @@ impl Session {
                     if msg.error.is_none() && msg.size > max {
                         msg.error = Some(reply::message_too_big());
                     }
+                    let chunk = msg.fix(chunk);
                     if msg.error.is_none() && !chunk.is_empty() {
                         msg.written += chunk.len() as u64;
                         self.out.push(Action::MessageChunk(chunk));
@@ -200,6 +224,8 @@ impl Session {
         if let Some(msg) = self.tx.as_mut().and_then(|t| t.message.as_mut()) {
             let mut tail = Vec::new();
             msg.framer.finish(&mut tail);
+            let mut tail = msg.fix(tail);
+            msg.fix_end(&mut tail);
             if !tail.is_empty() {
                 msg.written += tail.len() as u64;
                 self.out.push(Action::MessageChunk(tail));
@@ -265,6 +291,27 @@ impl Session {
         // Failed while streaming: keep reading to the end of data, then refuse.
         if let Some(msg) = self.tx.as_mut().and_then(|t| t.message.as_mut()) {
             msg.error.get_or_insert(r);
+        }
+    }
+}
+
+impl Message {
+    /// A chunk on its way to the queue, with the submission fix-ups applied.
+    fn fix(&mut self, chunk: Vec<u8>) -> Vec<u8> {
+        match self.fixup.as_mut() {
+            None => chunk,
+            Some(f) => {
+                let mut out = Vec::with_capacity(chunk.len());
+                f.feed(&chunk, &mut out);
+                out
+            }
+        }
+    }
+
+    /// The end of the message: a header that never ended gets its fields now.
+    fn fix_end(&mut self, out: &mut Vec<u8>) {
+        if let Some(f) = self.fixup.as_mut() {
+            f.finish(out);
         }
     }
 }

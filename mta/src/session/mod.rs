@@ -37,6 +37,7 @@ mod rcpt;
 pub mod received;
 pub mod reply;
 mod starttls;
+mod submission;
 #[cfg(test)]
 mod tests;
 
@@ -334,6 +335,8 @@ struct Message {
     written: u64,
     error: Option<Reply>,
     bdat: bool,
+    /// RFC 6409 §8: adds a missing Date/Message-ID (authenticated and local mail).
+    fixup: Option<submission::HeaderFixup>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -249,10 +249,12 @@ s.quit()
     assert!(out.contains("auth-offered True"), "{out}");
     let msg = h.message(1);
     assert!(msg.starts_with("Received: from laptop.example (unknown [127.0.0.1])\r\n\tby mx.test (fugu) with ESMTPSA\r\n\t(TLSv1.3:TLS_"), "{msg}");
-    assert!(
-        msg.ends_with("Subject: hi\r\n\r\nhello\r\n.leading dot\r\n"),
-        "{msg}"
-    );
+    // RFC 6409 §8.2/§8.3: the submission gets the Date and Message-ID it lacked.
+    let (head, body) = msg.split_once("\r\n\r\n").unwrap();
+    assert_eq!(body, "hello\r\n.leading dot\r\n", "{msg}");
+    assert!(head.contains("\r\nSubject: hi\r\nDate: "), "{msg}");
+    assert!(head.contains("\r\nMessage-ID: <"), "{msg}");
+    assert!(head.ends_with("@mx.test>"), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,4 +412,25 @@ print(len(ok))
     .await;
     assert_eq!(out.trim(), "200");
     assert_eq!(h.count(), 200);
+}
+
+/// The default `listen = ["0.0.0.0", "::"]` pair binds one port twice: the IPv6 socket
+/// must be IPv6-only, or Linux refuses the second bind with "address in use".
+#[tokio::test]
+async fn ipv4_and_ipv6_wildcards_share_a_port() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listeners = ["0.0.0.0", "::"]
+        .into_iter()
+        .map(|ip| Listener {
+            addr: ListenAddr::Tcp(std::net::SocketAddr::new(ip.parse().unwrap(), port)),
+            session: Arc::new(SessionConfig::new("mx.test")),
+            tls: None,
+        })
+        .collect();
+    let server = Server::bind(listeners, Limits::default(), Arc::new(SystemClock)).unwrap();
+    assert_eq!(server.local_addrs().len(), 2);
 }

@@ -14,6 +14,7 @@ mod greeting;
 mod limits;
 mod smuggling;
 mod starttls;
+mod submission;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
