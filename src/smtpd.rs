@@ -63,12 +63,27 @@ pub fn init_logging(verbose: bool) {
     let default = if verbose { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FUGU_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    // `fugu ctl log verbose|brief` swaps the filter of the running daemon.
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .is_ok()
+    {
+        mta::daemon::set_log_switch(move |verbose| {
+            let level = if verbose { "debug" } else { "info" };
+            handle
+                .reload(tracing_subscriber::EnvFilter::new(level))
+                .map_err(|e| e.to_string())
+        });
+    }
 }
 
 pub fn config(cmd: ConfigCmd) -> anyhow::Result<ExitCode> {

@@ -11,8 +11,11 @@ pub mod dns;
 pub mod dovecot;
 pub mod fugu;
 pub mod net;
+pub mod netns;
+pub mod peer;
+pub mod postfix;
 pub mod process;
 pub mod smtp;
 
 pub use net::{free_port, wait_for_port};
-pub use process::{Child, require_program};
+pub use process::{Child, require_program, wait_for_text};

@@ -96,3 +96,21 @@ impl Drop for Child {
         let _ = self.child.wait();
     }
 }
+
+/// Waits until `read()` (a log file's text, say) contains `needle`; panics after 30 s
+/// with the text. Log lines trail the effects they describe (a delivered file appears
+/// before the scheduler logs it), so tests wait for them instead of reading once.
+pub fn wait_for_text(read: impl Fn() -> String, needle: &str) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let text = read();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{needle:?} never appeared:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

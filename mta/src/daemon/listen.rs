@@ -7,16 +7,27 @@ use std::sync::Arc;
 
 use super::{StartError, State};
 use crate::config::{Config, Family, ListenAuth, ListenOn, ListenTls, Listener as ListenConf};
-use crate::server::tls::{Pki, server_config};
+use crate::server::tls::{CertSwitch, Pki, reloadable_server_config};
 use crate::server::{ListenAddr, Listener};
 use crate::session::{AuthPolicy, SessionConfig, TlsPolicy};
 
 /// The local enqueuer's socket in the spool (`fugu sendmail` connects here).
 pub const ENQUEUE_SOCKET: &str = "enqueue.sock";
 
-pub(super) fn listeners(state: &State, spool: &Path) -> Result<Vec<Listener>, StartError> {
+/// A TLS listener's certificates, for reload: the `pki` names it was configured with and
+/// the switch that swaps them.
+pub(super) struct TlsHandle {
+    pub pki: Vec<String>,
+    pub switch: Arc<CertSwitch>,
+}
+
+pub(super) fn listeners(
+    state: &State,
+    spool: &Path,
+) -> Result<(Vec<Listener>, Vec<TlsHandle>), StartError> {
     let cfg = &state.config;
     let mut out = Vec::new();
+    let mut handles = Vec::new();
     let mut socket_options = None;
     for (i, l) in cfg.listeners.iter().enumerate() {
         if l.on == ListenOn::Socket {
@@ -26,7 +37,14 @@ pub(super) fn listeners(state: &State, spool: &Path) -> Result<Vec<Listener>, St
         let session = Arc::new(session_config(cfg, l, i, &state.hostname));
         let tls = match l.tls {
             ListenTls::Plain => None,
-            _ => Some(tls_config(cfg, l)?),
+            _ => {
+                let (config, switch) = reloadable_server_config(&pkis(cfg, &l.pki)?)?;
+                handles.push(TlsHandle {
+                    pki: l.pki.clone(),
+                    switch,
+                });
+                Some(config)
+            }
         };
         let port = l
             .port
@@ -58,7 +76,7 @@ pub(super) fn listeners(state: &State, spool: &Path) -> Result<Vec<Listener>, St
         session: Arc::new(session),
         tls: None,
     });
-    Ok(out)
+    Ok((out, handles))
 }
 
 fn session_config(cfg: &Config, l: &ListenConf, index: usize, hostname: &str) -> SessionConfig {
@@ -85,9 +103,10 @@ fn session_config(cfg: &Config, l: &ListenConf, index: usize, hostname: &str) ->
     s
 }
 
-fn tls_config(cfg: &Config, l: &ListenConf) -> Result<Arc<rustls::ServerConfig>, StartError> {
+/// The `pki` blocks named `names` in `cfg`, as certificate and key paths.
+pub(super) fn pkis(cfg: &Config, names: &[String]) -> Result<Vec<Pki>, StartError> {
     let mut pkis = Vec::new();
-    for name in &l.pki {
+    for name in names {
         let Some(p) = cfg.pki.get(name) else {
             return Err(StartError::Other(format!(
                 "listener uses unknown pki {name}"
@@ -104,7 +123,7 @@ fn tls_config(cfg: &Config, l: &ListenConf) -> Result<Arc<rustls::ServerConfig>,
             key: key.clone(),
         });
     }
-    Ok(server_config(&pkis)?)
+    Ok(pkis)
 }
 
 /// The addresses a `listen on` names: an address, an interface (its addresses), or a

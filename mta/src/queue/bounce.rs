@@ -1,5 +1,6 @@
 //! Delivery status notifications: RFC 3464 `multipart/report` messages for recipients
-//! that failed permanently or expired in the queue.
+//! that failed permanently or expired in the queue, delay warnings after `bounce
+//! warn-interval`, and success notices for `NOTIFY=SUCCESS`.
 
 use std::fmt::Write as _;
 use std::time::SystemTime;
@@ -137,10 +138,39 @@ fn headers_of(msg: &[u8]) -> &[u8] {
     &msg[..end]
 }
 
-/// Renders the DSN with CRLF line ends.
+/// What a report tells the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportKind {
+    /// The recipients failed permanently or expired (`Action: failed`).
+    Failure,
+    /// The recipients are still queued after `waited` seconds and are retried until
+    /// `until` (unix seconds) (`Action: delayed`).
+    Delay { waited: u64, until: i64 },
+    /// Delivered (`Action: delivered`), or handed to another MTA (`relayed`, RFC 3464
+    /// §2.3.3: the next hop may not send DSNs).
+    Success { relayed: bool },
+}
+
+/// Renders the failure DSN with CRLF line ends.
 pub fn render(i: &DsnInput<'_>) -> Vec<u8> {
+    render_report(i, ReportKind::Failure)
+}
+
+fn unix_time(t: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64)
+}
+
+/// Renders a DSN of `kind` with CRLF line ends. `failed` carries the recipients with
+/// their last reply (the delivery reply for a success, the last error for a delay).
+pub fn render_report(i: &DsnInput<'_>, kind: ReportKind) -> Vec<u8> {
     let env = i.envelope;
     let any_perm = i.failed.iter().any(|f| !f.expired);
+    let subject = match kind {
+        ReportKind::Failure if any_perm => "error",
+        ReportKind::Failure => "expired",
+        ReportKind::Delay { .. } => "delayed",
+        ReportKind::Success { .. } => "success",
+    };
     let mut h = String::new();
     let mut l = |s: &str| {
         h.push_str(s);
@@ -154,10 +184,7 @@ pub fn render(i: &DsnInput<'_>) -> Vec<u8> {
         "To: {}",
         env.header.mail_from.as_deref().unwrap_or("")
     ));
-    l(&format!(
-        "Subject: Delivery status notification: {}",
-        if any_perm { "error" } else { "expired" }
-    ));
+    l(&format!("Subject: Delivery status notification: {subject}"));
     l(&format!("Date: {}", rfc5322_date(i.now)));
     l(&format!("Message-ID: <{}>", i.message_id));
     l("MIME-Version: 1.0");
@@ -178,8 +205,24 @@ pub fn render(i: &DsnInput<'_>) -> Vec<u8> {
     l("");
     l("This is the MAILER-DAEMON, please DO NOT REPLY to this email.");
     l("");
-    l("An error has occurred while attempting to deliver a message for");
-    l("the following list of recipients:");
+    // OpenSMTPD's notice texts (bounce.c).
+    match kind {
+        ReportKind::Failure => {
+            l("An error has occurred while attempting to deliver a message for");
+            l("the following list of recipients:");
+        }
+        ReportKind::Delay { waited, .. } => {
+            l(&format!(
+                "A message is delayed for more than {} for the following",
+                crate::control::duration_text(waited)
+            ));
+            l("list of recipients:");
+        }
+        ReportKind::Success { relayed: false } => {
+            l("Your message was successfully delivered to these recipients.")
+        }
+        ReportKind::Success { relayed: true } => l("Your message was relayed to these recipients."),
+    }
     l("");
     for f in i.failed {
         let why = if f.expired {
@@ -190,6 +233,15 @@ pub fn render(i: &DsnInput<'_>) -> Vec<u8> {
         l(&format!("{}: {}", f.address, why));
     }
     l("");
+    if let ReportKind::Delay { until, .. } = kind {
+        l("Please note that this is only a temporary failure report.");
+        l(&format!(
+            "The message is kept in the queue until {}.",
+            rfc5322_date(unix_time(until))
+        ));
+        l("You DO NOT NEED to re-send the message to these recipients.");
+        l("");
+    }
     l("Below is a copy of the original message:");
     l("");
     l(&format!("--{}", i.boundary));
@@ -213,8 +265,16 @@ pub fn render(i: &DsnInput<'_>) -> Vec<u8> {
             l(&format!("Original-Recipient: {o}"));
         }
         l(&format!("Final-Recipient: rfc822; {}", f.address));
-        l("Action: failed");
-        l(&format!("Status: {}", status_of(f)));
+        let (action, status) = match kind {
+            ReportKind::Failure => ("failed", status_of(f)),
+            ReportKind::Delay { .. } => ("delayed", transient_status(f)),
+            ReportKind::Success { relayed } => (
+                if relayed { "relayed" } else { "delivered" },
+                success_status(f),
+            ),
+        };
+        l(&format!("Action: {action}"));
+        l(&format!("Status: {status}"));
         if f.diagnostic.len() >= 3 && f.diagnostic.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
             l(&format!(
                 "Diagnostic-Code: smtp; {}",
@@ -229,15 +289,25 @@ pub fn render(i: &DsnInput<'_>) -> Vec<u8> {
         if let Some(t) = f.last_attempt {
             l(&format!(
                 "Last-Attempt-Date: {}",
-                rfc5322_date(
-                    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64)
-                )
+                rfc5322_date(unix_time(t))
+            ));
+        }
+        // RFC 3464 §2.3.9.
+        if let ReportKind::Delay { until, .. } = kind {
+            l(&format!(
+                "Will-Retry-Until: {}",
+                rfc5322_date(unix_time(until))
             ));
         }
     }
     l("");
     l(&format!("--{}", i.boundary));
-    let full = env.header.dsn_ret != Some(DsnRet::Headers);
+    // Failures return the message unless RET=HDRS; warnings and success notices only
+    // its headers unless RET=FULL asked for it (the sender still has the message).
+    let full = match kind {
+        ReportKind::Failure => env.header.dsn_ret != Some(DsnRet::Headers),
+        _ => env.header.dsn_ret == Some(DsnRet::Full),
+    };
     if full {
         l("Content-Type: message/rfc822");
     } else {
@@ -258,6 +328,26 @@ pub fn render(i: &DsnInput<'_>) -> Vec<u8> {
     let _ = write!(tail, "\r\n--{}--\r\n", i.boundary);
     out.extend_from_slice(tail.as_bytes());
     out
+}
+
+/// The 4.x.x code of a delayed recipient's last error, else 4.0.0.
+fn transient_status(f: &FailedRcpt) -> String {
+    let s = status_of(f);
+    if s.starts_with("4.") {
+        s
+    } else {
+        "4.0.0".into()
+    }
+}
+
+/// The 2.x.x code of the delivery reply (`250 2.1.5 Ok`), else 2.0.0.
+fn success_status(f: &FailedRcpt) -> String {
+    let s = status_of(f);
+    if s.starts_with("2.") {
+        s
+    } else {
+        "2.0.0".into()
+    }
 }
 
 fn one_line(s: &str) -> String {

@@ -103,6 +103,8 @@ pub struct StoredRcpt {
     /// Unix seconds at which the recipient is due.
     pub next_try: i64,
     pub last_error: Option<String>,
+    /// Delay warnings sent so far (one per `bounce warn-interval` passed).
+    pub warnings: u32,
 }
 
 /// One queued message: the envelope the session handed over (its `recipients` field is
@@ -271,6 +273,10 @@ pub fn encode(e: &StoredEnvelope) -> String {
         if let Some(v) = &r.last_error {
             kv(&mut o, "last-error", v);
         }
+        // Absent means none: envelopes written before delay warnings existed decode.
+        if r.warnings > 0 {
+            kv(&mut o, "warnings", &r.warnings.to_string());
+        }
     }
     o
 }
@@ -289,6 +295,7 @@ struct RcptDraft {
     last_try: i64,
     next_try: i64,
     last_error: Option<String>,
+    warnings: u32,
 }
 
 /// Decodes an envelope file; `path` only names the file in errors.
@@ -375,6 +382,10 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<StoredEnvelope, Error> {
                 "last-try" => r.last_try = num(&value)?,
                 "next-try" => r.next_try = num(&value)?,
                 "last-error" => r.last_error = Some(value),
+                "warnings" => {
+                    r.warnings = u32::try_from(num(&value)?)
+                        .map_err(|_| bad(n, "warnings out of range".into()))?
+                }
                 _ => return Err(bad(n, format!("unknown recipient key {key:?}"))),
             }
             continue;
@@ -502,6 +513,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<StoredEnvelope, Error> {
             last_try: r.last_try,
             next_try: r.next_try,
             last_error: r.last_error,
+            warnings: r.warnings,
         });
     }
     if out_rcpts.is_empty() {
@@ -595,6 +607,7 @@ mod tests {
                 last_try: 1_700_000_600,
                 next_try: 1_700_001_800,
                 last_error: Some("451 4.3.0 try\\later\r\nsecond line\x01".into()),
+                warnings: 1,
             }],
         }
     }

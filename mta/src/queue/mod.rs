@@ -29,7 +29,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::Duration;
 
@@ -40,6 +40,7 @@ use crate::envelope::Envelope;
 use crate::error::Error;
 pub use format::{MessageEncoding, RcptState, StoredEnvelope, StoredRcpt};
 pub use id::{EvpId, MsgId};
+pub(crate) use scheduler::{DeliveryLog, delivery_line};
 pub use scheduler::{Dispatch, MessageRef, Outcome, RcptOutcome, RcptRef, Scheduler};
 
 /// Queue settings from `smtpd.conf` (`queue ttl`, `queue compression`,
@@ -61,6 +62,9 @@ pub struct QueueConfig {
     pub compression: bool,
     /// `queue encryption KEY`: AES-256-GCM the message files with this key.
     pub encryption_key: Option<[u8; 32]>,
+    /// `bounce warn-interval`: a delay warning goes to the sender when a message still
+    /// waits this long after it arrived, once per listed delay.
+    pub warn_intervals: Vec<Duration>,
 }
 
 impl Default for QueueConfig {
@@ -75,6 +79,8 @@ impl Default for QueueConfig {
             hostname: "localhost".into(),
             compression: false,
             encryption_key: None,
+            // OpenSMTPD's default: bounce warn-interval 4h.
+            warn_intervals: vec![Duration::from_secs(4 * 3600)],
         }
     }
 }
@@ -94,6 +100,9 @@ struct Inner {
     committer: mpsc::Sender<CommitJob>,
     state: Mutex<State>,
     wake: tokio::sync::Notify,
+    /// `pause mda` / `pause mta`: the scheduler leaves those recipients waiting.
+    paused_mda: AtomicBool,
+    paused_mta: AtomicBool,
     _lock: Flock<File>,
 }
 
@@ -116,6 +125,11 @@ struct Entry {
 struct Counters {
     commit_rounds: AtomicU64,
     committed: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) tempfail: AtomicU64,
+    pub(crate) permfail: AtomicU64,
+    pub(crate) expired: AtomicU64,
+    removed: AtomicU64,
 }
 
 /// Counters for `fugu ctl show stats` and for checking that commits are batched.
@@ -128,6 +142,12 @@ pub struct QueueStats {
     pub messages: usize,
     pub envelopes: usize,
     pub inflight: usize,
+    /// Recipients delivered, deferred, failed permanently, expired, removed by `remove`.
+    pub delivered: u64,
+    pub tempfail: u64,
+    pub permfail: u64,
+    pub expired: u64,
+    pub removed: u64,
 }
 
 struct CommitJob {
@@ -213,6 +233,8 @@ impl Queue {
                 committer: tx,
                 state: Mutex::new(state),
                 wake: tokio::sync::Notify::new(),
+                paused_mda: AtomicBool::new(false),
+                paused_mta: AtomicBool::new(false),
                 _lock: lock,
             }),
         })
@@ -426,7 +448,31 @@ impl Queue {
             }
             self.persist(msgid).await?;
         }
+        self.inner
+            .counters
+            .removed
+            .fetch_add(targets.len() as u64, Ordering::Relaxed);
         Ok(targets.len())
+    }
+
+    /// `pause mda|mta` (true) / `resume` (false): recipients of local (`relay` false) or
+    /// relay actions stay queued until resumed.
+    pub fn set_paused(&self, relay: bool, paused: bool) {
+        let flag = if relay {
+            &self.inner.paused_mta
+        } else {
+            &self.inner.paused_mda
+        };
+        flag.store(paused, Ordering::Relaxed);
+        self.inner.wake.notify_one();
+    }
+
+    pub fn is_paused(&self, relay: bool) -> bool {
+        if relay {
+            self.inner.paused_mta.load(Ordering::Relaxed)
+        } else {
+            self.inner.paused_mda.load(Ordering::Relaxed)
+        }
     }
 
     /// Rewrites (or, with no recipients left, deletes) one message's files from the
@@ -500,6 +546,11 @@ impl Queue {
             messages: st.messages.len(),
             envelopes: st.messages.values().map(|m| m.env.rcpts.len()).sum(),
             inflight: st.inflight.len(),
+            delivered: self.inner.counters.delivered.load(Ordering::Relaxed),
+            tempfail: self.inner.counters.tempfail.load(Ordering::Relaxed),
+            permfail: self.inner.counters.permfail.load(Ordering::Relaxed),
+            expired: self.inner.counters.expired.load(Ordering::Relaxed),
+            removed: self.inner.counters.removed.load(Ordering::Relaxed),
         }
     }
 }
@@ -735,6 +786,7 @@ impl Incoming {
                     last_try: 0,
                     next_try: now,
                     last_error: None,
+                    warnings: 0,
                 })
                 .collect(),
         };

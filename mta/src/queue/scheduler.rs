@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::format::{RcptState, StoredEnvelope};
@@ -93,6 +94,12 @@ pub trait Dispatch: Send + Sync + 'static {
     /// Where a bounce to `sender` goes (as the rule set routes a locally submitted
     /// message to that address, expanded); `None` drops the bounce, logged.
     fn bounce_targets(&self, sender: &str) -> Option<Vec<crate::envelope::Target>>;
+
+    /// Whether `action` relays to another host (an `mta` agent, paused by `pause mta`,
+    /// logged as `mta delivery`) rather than delivering locally (`mda`).
+    fn is_relay(&self, _action: &str) -> bool {
+        false
+    }
 }
 
 pub struct Scheduler<D: Dispatch> {
@@ -224,6 +231,9 @@ impl<D: Dispatch> Scheduler<D> {
                 continue;
             }
             let action = r.recipient.action.clone();
+            if self.queue.is_paused(self.dispatch.is_relay(&action)) {
+                continue;
+            }
             let dest = format!(
                 "{action}|{}",
                 domain_of(&r.recipient.address).to_ascii_lowercase()
@@ -311,6 +321,11 @@ impl<D: Dispatch> Scheduler<D> {
         let now = self.queue.now();
         let msgid = w.msg.msgid;
         let mut failures = Vec::new();
+        let mut delayed: Vec<bounce::FailedRcpt> = Vec::new();
+        let mut succeeded: Vec<bounce::FailedRcpt> = Vec::new();
+        let mut snapshot: Option<StoredEnvelope> = None;
+        let mut warned_for = 0u64;
+        let relayed = self.dispatch.is_relay(&w.action);
         {
             let mut st = self.queue.state();
             if let Some(n) = st.dest_inflight.get_mut(&w.dest) {
@@ -335,32 +350,72 @@ impl<D: Dispatch> Scheduler<D> {
                 let Some(idx) = entry.env.rcpts.iter().position(|r| r.evpid == rref.evpid) else {
                     continue;
                 };
-                let (result, stat) = match &outcome {
-                    Outcome::Delivered(s) => ("Ok", s),
-                    Outcome::TempFail(s) => ("TempFail", s),
-                    Outcome::PermFail(s) => ("PermFail", s),
+                let (result, stat, counter) = match &outcome {
+                    Outcome::Delivered(s) => ("Ok", s, &self.queue.inner.counters.delivered),
+                    Outcome::TempFail(s) => ("TempFail", s, &self.queue.inner.counters.tempfail),
+                    Outcome::PermFail(s) => ("PermFail", s, &self.queue.inner.counters.permfail),
                 };
-                tracing::info!(
-                    "{:016x} delivery evpid={} action={} from=<{}> to=<{}> delay={}s result={} stat={}",
-                    w.msg.envelope.session_id,
-                    rref.evpid,
-                    w.action,
-                    sender,
-                    rref.address,
-                    delay,
-                    result,
-                    stat
-                );
+                counter.fetch_add(1, Ordering::Relaxed);
+                // The relay agent logs its own `mta delivery` line, with the peer it talked
+                // to (`relay=`, `source=`), which only it knows.
+                if !relayed {
+                    tracing::info!(
+                        "{}",
+                        delivery_line(&DeliveryLog {
+                            session_id: w.msg.envelope.session_id,
+                            relay: false,
+                            peer: None,
+                            rcpt: rref,
+                            sender: &sender,
+                            delay: u64::try_from(delay).unwrap_or(0),
+                            result,
+                            stat,
+                        })
+                    );
+                }
+                let notify = entry.env.rcpts[idx].recipient.notify;
+                let report = |r: &super::StoredRcpt, diagnostic: &str| bounce::FailedRcpt {
+                    address: r.recipient.address.clone(),
+                    orcpt: r.recipient.orcpt.clone(),
+                    diagnostic: diagnostic.to_string(),
+                    expired: false,
+                    last_attempt: Some(now),
+                };
                 match outcome {
-                    Outcome::Delivered(_) => {
+                    Outcome::Delivered(reply) => {
+                        // RFC 3461 §4.1: success notices only when asked for.
+                        if notify.is_some_and(|n| n.success && !n.never) {
+                            succeeded.push(report(&entry.env.rcpts[idx], &reply));
+                            snapshot.get_or_insert_with(|| entry.env.clone());
+                        }
                         entry.env.rcpts.remove(idx);
                     }
                     Outcome::TempFail(e) => {
+                        let ctime = entry.env.ctime;
                         let r = &mut entry.env.rcpts[idx];
                         r.retries += 1;
                         r.last_try = now;
                         r.state = RcptState::Deferred;
                         r.last_error = Some(e.clone());
+                        // One warning per `bounce warn-interval` the message has waited;
+                        // NOTIFY absent means the default, which includes DELAY.
+                        let passed: Vec<u64> = self
+                            .queue
+                            .inner
+                            .config
+                            .warn_intervals
+                            .iter()
+                            .map(|d| d.as_secs())
+                            .filter(|d| now - ctime >= i64::try_from(*d).unwrap_or(i64::MAX))
+                            .collect();
+                        let count = u32::try_from(passed.len()).unwrap_or(u32::MAX);
+                        if count > r.warnings && now < expire {
+                            r.warnings = count;
+                            warned_for = warned_for.max(passed.iter().copied().max().unwrap_or(0));
+                            if notify.is_none_or(|n| n.delay && !n.never) {
+                                delayed.push(report(r, &e));
+                            }
+                        }
                         if now >= expire {
                             failures.push(Failure {
                                 evpid: rref.evpid,
@@ -386,6 +441,25 @@ impl<D: Dispatch> Scheduler<D> {
                         });
                         st.inflight.insert(rref.evpid);
                     }
+                }
+            }
+            if snapshot.is_none() && !delayed.is_empty() {
+                snapshot = st.messages.get(&msgid).map(|e| e.env.clone());
+            }
+        }
+        if let Some(env) = &snapshot {
+            for (kind, list) in [
+                (
+                    bounce::ReportKind::Delay {
+                        waited: warned_for,
+                        until: env.expire,
+                    },
+                    &delayed,
+                ),
+                (bounce::ReportKind::Success { relayed }, &succeeded),
+            ] {
+                if let Err(e) = self.queue_report(env, kind, list).await {
+                    tracing::error!("queue: cannot queue a report for {msgid}: {e}");
                 }
             }
         }
@@ -435,6 +509,11 @@ impl<D: Dispatch> Scheduler<D> {
                     if f.expired
                         && let Some(r) = m.env.rcpts.iter().find(|r| r.evpid == f.evpid)
                     {
+                        self.queue
+                            .inner
+                            .counters
+                            .expired
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::info!(
                             "delivery: Expire for {}: from=<{}>, to=<{}>, delay={}s, stat=Envelope expired",
                             f.evpid,
@@ -455,10 +534,7 @@ impl<D: Dispatch> Scheduler<D> {
 
     async fn queue_dsn(&self, env: &StoredEnvelope, failures: &[Failure]) -> Result<(), Error> {
         // RFC 3461 §5.2.1: no DSN to the null reverse-path, and never bounce a bounce.
-        let Some(sender) = env.header.mail_from.as_deref() else {
-            return Ok(());
-        };
-        if env.is_bounce {
+        if env.header.mail_from.is_none() || env.is_bounce {
             return Ok(());
         }
         let wanted: Vec<bounce::FailedRcpt> = failures
@@ -480,7 +556,22 @@ impl<D: Dispatch> Scheduler<D> {
                 })
             })
             .collect();
-        if wanted.is_empty() {
+        self.queue_report(env, bounce::ReportKind::Failure, &wanted)
+            .await
+    }
+
+    /// Queues a report of `kind` about `rcpts` to the message's sender: never to the null
+    /// sender, never about a bounce.
+    async fn queue_report(
+        &self,
+        env: &StoredEnvelope,
+        kind: bounce::ReportKind,
+        wanted: &[bounce::FailedRcpt],
+    ) -> Result<(), Error> {
+        let Some(sender) = env.header.mail_from.as_deref() else {
+            return Ok(());
+        };
+        if env.is_bounce || wanted.is_empty() {
             return Ok(());
         }
         let Some(targets) = self
@@ -499,15 +590,18 @@ impl<D: Dispatch> Scheduler<D> {
             None => Vec::new(),
         };
         let cfg = &self.queue.inner.config;
-        let dsn = bounce::render(&bounce::DsnInput {
-            hostname: &cfg.hostname,
-            now: self.queue.inner.clock.now(),
-            boundary: &format!("{:016x}", random_u64()),
-            message_id: &format!("{:016x}@{}", random_u64(), cfg.hostname),
-            envelope: env,
-            failed: &wanted,
-            original: &original,
-        });
+        let dsn = bounce::render_report(
+            &bounce::DsnInput {
+                hostname: &cfg.hostname,
+                now: self.queue.inner.clock.now(),
+                boundary: &format!("{:016x}", random_u64()),
+                message_id: &format!("{:016x}@{}", random_u64(), cfg.hostname),
+                envelope: env,
+                failed: wanted,
+                original: &original,
+            },
+            kind,
+        );
         let mut inc = self
             .queue
             .begin_inner(
@@ -541,7 +635,135 @@ impl<D: Dispatch> Scheduler<D> {
             .await?;
         inc.write(&dsn).await?;
         let id = inc.commit().await?;
-        tracing::info!("queue: bounce {id} for {} queued to <{sender}>", env.msgid);
+        let what = match kind {
+            bounce::ReportKind::Failure => "bounce",
+            bounce::ReportKind::Delay { .. } => "delay warning",
+            bounce::ReportKind::Success { .. } => "success notice",
+        };
+        tracing::info!("queue: {what} {id} for {} queued to <{sender}>", env.msgid);
         Ok(())
+    }
+}
+
+/// What one `mda delivery` / `mta delivery` log line says.
+pub(crate) struct DeliveryLog<'a> {
+    pub session_id: u64,
+    pub relay: bool,
+    /// For relayed mail: our address and the peer's (`source="…" relay="…"`).
+    pub peer: Option<(&'a str, &'a str)>,
+    pub rcpt: &'a RcptRef,
+    pub sender: &'a str,
+    pub delay: u64,
+    pub result: &'a str,
+    pub stat: &'a str,
+}
+
+/// The scheduler's delivery line in OpenSMTPD 6.4+'s format: `mda delivery` (mda.c) with
+/// `user=` and bare values, `mta delivery` (mta.c) with quoted `result`/`stat`; `to` is the
+/// final address and `rcpt` the one accepted at RCPT (`mda` prints it only when they
+/// differ, `mta` always, `<->` when equal).
+pub(crate) fn delivery_line(l: &DeliveryLog<'_>) -> String {
+    let delay = crate::control::duration_text(l.delay);
+    let r = l.rcpt;
+    if l.relay {
+        let rcpt = if r.address == r.dest {
+            "-"
+        } else {
+            r.address.as_str()
+        };
+        let peer = l
+            .peer
+            .map(|(source, relay)| format!(" source=\"{source}\" relay=\"{relay}\""))
+            .unwrap_or_default();
+        format!(
+            "{:016x} mta delivery evpid={} from=<{}> to=<{}> rcpt=<{rcpt}>{peer} delay={delay} result=\"{}\" stat=\"{}\"",
+            l.session_id, r.evpid, l.sender, r.dest, l.result, l.stat
+        )
+    } else {
+        let rcpt = if r.address == r.dest {
+            String::new()
+        } else {
+            format!(" rcpt=<{}>", r.address)
+        };
+        let user = r
+            .user
+            .as_deref()
+            .unwrap_or_else(|| r.dest.rsplit_once('@').map_or(r.dest.as_str(), |(u, _)| u));
+        format!(
+            "{:016x} mda delivery evpid={} from=<{}> to=<{}>{rcpt} user={user} delay={delay} result={} stat={}",
+            l.session_id, r.evpid, l.sender, r.dest, l.result, l.stat
+        )
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+
+    fn rcpt(address: &str, dest: &str, user: Option<&str>) -> RcptRef {
+        RcptRef {
+            evpid: EvpId(0x1a2b_3c4d_5e6f_7081),
+            address: address.into(),
+            dest: dest.into(),
+            user: user.map(str::to_string),
+            orcpt: None,
+            retries: 0,
+        }
+    }
+
+    #[test]
+    fn local_deliveries_log_as_mda_with_rcpt_only_when_expanded() {
+        let r = rcpt("postmaster@example.org", "bob@example.org", Some("bob"));
+        let line = delivery_line(&DeliveryLog {
+            session_id: 0xabc,
+            relay: false,
+            peer: None,
+            rcpt: &r,
+            sender: "alice@example.net",
+            delay: 65,
+            result: "Ok",
+            stat: "Delivered",
+        });
+        assert_eq!(
+            line,
+            "0000000000000abc mda delivery evpid=1a2b3c4d5e6f7081 from=<alice@example.net> \
+             to=<bob@example.org> rcpt=<postmaster@example.org> user=bob delay=1m5s result=Ok stat=Delivered"
+        );
+        let same = rcpt("bob@example.org", "bob@example.org", None);
+        let line = delivery_line(&DeliveryLog {
+            session_id: 0xabc,
+            relay: false,
+            peer: None,
+            rcpt: &same,
+            sender: "",
+            delay: 0,
+            result: "TempFail",
+            stat: "421 4.3.0 down",
+        });
+        assert_eq!(
+            line,
+            "0000000000000abc mda delivery evpid=1a2b3c4d5e6f7081 from=<> to=<bob@example.org> \
+             user=bob delay=0s result=TempFail stat=421 4.3.0 down"
+        );
+    }
+
+    #[test]
+    fn relay_deliveries_log_as_mta_with_quoted_result_and_stat() {
+        let r = rcpt("carol@example.com", "carol@example.com", None);
+        let line = delivery_line(&DeliveryLog {
+            session_id: 1,
+            relay: true,
+            peer: Some(("192.0.2.1", "198.51.100.7 (mx.example.com)")),
+            rcpt: &r,
+            sender: "alice@example.org",
+            delay: 2,
+            result: "Ok",
+            stat: "250 2.0.0 Ok: queued as ABC",
+        });
+        assert_eq!(
+            line,
+            "0000000000000001 mta delivery evpid=1a2b3c4d5e6f7081 from=<alice@example.org> \
+             to=<carol@example.com> rcpt=<-> source=\"192.0.2.1\" relay=\"198.51.100.7 (mx.example.com)\" delay=2s result=\"Ok\" stat=\"250 2.0.0 Ok: queued as ABC\""
+        );
     }
 }

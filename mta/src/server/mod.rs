@@ -59,6 +59,16 @@ pub trait Backend: Send + Sync + 'static {
         password: &'a str,
         listener: usize,
     ) -> BoxFuture<'a, AuthVerdict>;
+    /// A new TCP client, before the banner (access lists, bans, DNS block lists). A
+    /// reply refuses the session with it.
+    fn check_connect(&self, ip: IpAddr, listener: usize) -> BoxFuture<'_, Option<Reply>> {
+        let _ = (ip, listener);
+        Box::pin(async { None })
+    }
+    /// A client got an error reply (auth failures and protocol abuse feed auto-bans).
+    fn record_failure(&self, ip: IpAddr, failure: crate::access::Failure) {
+        let _ = (ip, failure);
+    }
     /// Opens a message in the queue; an `Err` reply is given at the end of data.
     fn begin_message(
         &self,
@@ -139,6 +149,26 @@ pub struct Server {
     bound: Vec<(Bound, Listener)>,
     limits: Limits,
     clock: Arc<dyn Clock>,
+    paused: PauseSwitch,
+}
+
+/// `pause smtp` / `resume smtp`: while set, the network listeners stop accepting
+/// (connections wait in the kernel's backlog). The local enqueue socket keeps serving.
+#[derive(Clone)]
+pub struct PauseSwitch(Arc<watch::Sender<bool>>);
+
+impl PauseSwitch {
+    fn new() -> PauseSwitch {
+        PauseSwitch(Arc::new(watch::channel(false).0))
+    }
+
+    pub fn set(&self, paused: bool) {
+        self.0.send_replace(paused);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        *self.0.borrow()
+    }
 }
 
 struct Counters {
@@ -188,6 +218,16 @@ impl Server {
                         TcpSocket::new_v6()
                     }
                     .map_err(bind_err)?;
+                    if sa.is_ipv6() {
+                        // `listen on ::` beside `listen on 0.0.0.0` (the default pair) must
+                        // not also claim IPv4, or the second bind fails on Linux.
+                        nix::sys::socket::setsockopt(
+                            &sock,
+                            nix::sys::socket::sockopt::Ipv6V6Only,
+                            &true,
+                        )
+                        .map_err(|e| bind_err(std::io::Error::from(e)))?;
+                    }
                     sock.set_reuseaddr(true).map_err(bind_err)?;
                     sock.bind(*sa).map_err(bind_err)?;
                     Bound::Tcp(sock.listen(limits.backlog).map_err(bind_err)?)
@@ -206,7 +246,13 @@ impl Server {
             bound,
             limits,
             clock,
+            paused: PauseSwitch::new(),
         })
+    }
+
+    /// The switch `pause smtp` / `resume smtp` turn.
+    pub fn pause_switch(&self) -> PauseSwitch {
+        self.paused.clone()
     }
 
     /// The bound TCP addresses, in listener order (for port 0 in tests).
@@ -237,10 +283,20 @@ impl Server {
             });
             let counters = counters.clone();
             let mut shutdown = shutdown.clone();
+            let mut paused = self.paused.0.subscribe();
+            let pausable = matches!(bound, Bound::Tcp(_));
             tasks.push(tokio::spawn(async move {
                 loop {
+                    if pausable && *paused.borrow_and_update() {
+                        tokio::select! {
+                            _ = shutdown.changed() => break,
+                            _ = paused.changed() => continue,
+                        }
+                    }
+                    // accept() is cancel-safe: a pause takes effect before the next accept.
                     let accepted = tokio::select! {
                         _ = shutdown.changed() => break,
+                        _ = paused.changed(), if pausable => continue,
                         a = accept(&bound) => a,
                     };
                     let Ok((stream, origin)) = accepted else {
@@ -420,6 +476,20 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
             }
         }
     }
+    let client_ip = match &peer.origin {
+        Origin::Inet(sa) => Some(sa.ip()),
+        Origin::Local => None,
+    };
+    if let Some(ip) = client_ip
+        && let Some(r) = ctx
+            .backend
+            .check_connect(ip, ctx.listener.session.listener)
+            .await
+    {
+        let _ = stream.write_all(r.to_wire().as_bytes()).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
     let (mut session, first) = Session::new(ctx.listener.session.clone(), peer, ctx.clock.clone());
     let mut pending: VecDeque<Action> = first.into();
     let mut out: Vec<u8> = Vec::new();
@@ -431,6 +501,17 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
         while let Some(action) = pending.pop_front() {
             let more = match action {
                 Action::Reply(r) => {
+                    if let Some(ip) = client_ip
+                        && r.is_error()
+                        && r.code != 421
+                    {
+                        let failure = if r.code == 535 {
+                            crate::access::Failure::Auth
+                        } else {
+                            crate::access::Failure::Command
+                        };
+                        ctx.backend.record_failure(ip, failure);
+                    }
                     out.extend_from_slice(r.to_wire().as_bytes());
                     continue;
                 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::crypto::ring;
 use rustls::pki_types::pem::PemObject;
@@ -52,9 +52,66 @@ fn bad(path: &Path, reason: impl Into<String>) -> ServerError {
     }
 }
 
+/// The certificates of one listener, loaded and checked, ready to
+/// [`install`](CertSwitch::install).
+#[derive(Debug)]
+pub struct Certs(Arc<SniResolver>);
+
+/// A listener's certificate resolver whose certificates a reload can replace: sessions
+/// that already finished their handshake keep theirs, new handshakes get the new ones.
+#[derive(Debug)]
+pub struct CertSwitch {
+    current: RwLock<Arc<SniResolver>>,
+}
+
+impl CertSwitch {
+    fn current(&self) -> Arc<SniResolver> {
+        self.current
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Replaces the certificates for handshakes from now on.
+    pub fn install(&self, certs: Certs) {
+        match self.current.write() {
+            Ok(mut g) => *g = certs.0,
+            Err(p) => *p.into_inner() = certs.0,
+        }
+    }
+}
+
+impl ResolvesServerCert for CertSwitch {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current().resolve(hello)
+    }
+}
+
 /// A TLS server configuration for a listener's `pki` list (the first is the default).
 pub fn server_config(pkis: &[Pki]) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+    Ok(reloadable_server_config(pkis)?.0)
+}
+
+/// [`server_config`] plus the switch a reload uses to swap its certificates.
+pub fn reloadable_server_config(
+    pkis: &[Pki],
+) -> Result<(Arc<rustls::ServerConfig>, Arc<CertSwitch>), ServerError> {
+    let certs = load_certs(pkis)?;
+    let switch = Arc::new(CertSwitch {
+        current: RwLock::new(certs.0),
+    });
     let provider = Arc::new(ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(switch.clone());
+    Ok((Arc::new(cfg), switch))
+}
+
+/// Reads and checks the certificate chains and keys of `pkis` (the first is the default).
+pub fn load_certs(pkis: &[Pki]) -> Result<Certs, ServerError> {
+    let provider = ring::default_provider();
     let mut by_name = HashMap::new();
     let mut default = None;
     for pki in pkis {
@@ -72,19 +129,25 @@ pub fn server_config(pkis: &[Pki]) -> Result<Arc<rustls::ServerConfig>, ServerEr
             .key_provider
             .load_private_key(key)
             .map_err(|e| bad(&pki.key, e.to_string()))?;
-        let ck = Arc::new(CertifiedKey::new(chain, signing));
+        let ck = CertifiedKey::new(chain, signing);
+        // A renewed certificate copied without its new key must not reach clients.
+        match ck.keys_match() {
+            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+            Err(e) => {
+                return Err(bad(
+                    &pki.key,
+                    format!("does not match {}: {e}", pki.cert.display()),
+                ));
+            }
+        }
+        let ck = Arc::new(ck);
         by_name.insert(pki.name.to_ascii_lowercase(), ck.clone());
         default.get_or_insert(ck);
     }
     let Some(default) = default else {
         return Err(ServerError::NoPki);
     };
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ServerError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver { by_name, default }));
-    Ok(Arc::new(cfg))
+    Ok(Certs(Arc::new(SniResolver { by_name, default })))
 }
 
 /// What the session and the logs need from a finished handshake.

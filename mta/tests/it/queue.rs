@@ -378,6 +378,8 @@ async fn show_queue_lines_read_the_spool_while_the_daemon_is_down() {
 struct Scripted {
     answers: Mutex<HashMap<String, Outcome>>,
     calls: Mutex<Vec<(String, Vec<String>)>>,
+    /// The messages handed to action `local-bounce` (DSNs), as read from the spool.
+    reports: Mutex<Vec<String>>,
     running: AtomicUsize,
     max_running: AtomicUsize,
     hold: Option<Duration>,
@@ -393,12 +395,11 @@ impl Scripted {
 }
 
 impl Dispatch for Scripted {
-    async fn deliver(
-        &self,
-        action: &str,
-        _msg: &MessageRef,
-        rcpts: &[RcptRef],
-    ) -> Vec<RcptOutcome> {
+    async fn deliver(&self, action: &str, msg: &MessageRef, rcpts: &[RcptRef]) -> Vec<RcptOutcome> {
+        if action == "local-bounce" {
+            let text = String::from_utf8_lossy(&msg.read().await.unwrap()).into_owned();
+            self.reports.lock().unwrap().push(text);
+        }
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_running.fetch_max(now, Ordering::SeqCst);
         if let Some(h) = self.hold {
@@ -1090,4 +1091,172 @@ fn strace_shows_every_acknowledgement_after_the_fsyncs_of_its_message() {
         "strace log:\n{}",
         &text[..text.len().min(4000)]
     );
+}
+
+#[tokio::test]
+async fn delay_warnings_go_once_per_warn_interval_and_never_to_the_null_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let cfg = QueueConfig {
+        warn_intervals: vec![Duration::from_secs(3600), Duration::from_secs(2 * 3600)],
+        // Warnings go out with a failed attempt: keep attempts at most ~11 min apart so
+        // every interval sees one, whatever the jitter.
+        retry_max: Duration::from_secs(600),
+        ..quick_retries()
+    };
+    let q = Queue::open(dir.path(), cfg, c.clone()).unwrap();
+    let d = Arc::new(Scripted::default());
+    d.answer(
+        "slow@example.net",
+        Outcome::TempFail("451 4.3.0 try later".into()),
+    );
+    let s = Scheduler::new(q.clone(), d.clone());
+    let id = enqueue(
+        &q,
+        envelope(Some("alice@example.org"), &[("slow@example.net", "relay")]),
+        MSG,
+    )
+    .await;
+    enqueue(&q, envelope(None, &[("slow@example.net", "relay")]), MSG).await;
+
+    let reports_at = |d: &Scripted| d.reports.lock().unwrap().clone();
+    let mut warned_file = false;
+    // 10-minute steps through the 3 h ttl: warnings at 1 h and 2 h, then the expiry.
+    for _ in 0..20 {
+        c.advance(Duration::from_secs(600));
+        s.run_once().await;
+        if let Ok(text) = std::fs::read_to_string(dir.path().join(format!("queue/{id}.env"))) {
+            warned_file |= text.contains("\nwarnings: 1\n");
+        }
+    }
+    let reports = reports_at(&d);
+    let delayed: Vec<&String> = reports
+        .iter()
+        .filter(|r| r.contains("Action: delayed\r\n"))
+        .collect();
+    assert_eq!(
+        delayed.len(),
+        2,
+        "one per interval, only to alice: {reports:#?}"
+    );
+    assert!(delayed[0].contains("A message is delayed for more than 1h for the following\r\n"));
+    assert!(delayed[1].contains("A message is delayed for more than 2h for the following\r\n"));
+    assert!(delayed[0].contains("Status: 4.3.0\r\n"));
+    assert!(delayed[0].contains("Will-Retry-Until: "));
+    assert!(delayed[0].contains("To: alice@example.org\r\n"));
+    assert!(
+        warned_file,
+        "the warning count is kept in the envelope file"
+    );
+    // Then the failure at the ttl: three reports in all.
+    assert_eq!(reports.len(), 3, "{reports:#?}");
+    assert!(reports[2].contains("Action: failed\r\n"));
+}
+
+#[tokio::test]
+async fn success_notices_only_for_recipients_that_asked_with_notify_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), quick_retries(), clock()).unwrap();
+    let d = Arc::new(Scripted::default());
+    d.answer(
+        "bob@example.net",
+        Outcome::Delivered("250 2.1.5 <bob@example.net> Saved".into()),
+    );
+    let s = Scheduler::new(q.clone(), d.clone());
+    let mut env = envelope(
+        Some("alice@example.org"),
+        &[
+            ("bob@example.net", "deliver"),
+            ("carol@example.net", "deliver"),
+        ],
+    );
+    env.recipients[0].notify = Some(DsnNotify {
+        success: true,
+        failure: true,
+        ..DsnNotify::default()
+    });
+    enqueue(&q, env, MSG).await;
+    // A bounce-less sender asking for success gets nothing: the null sender.
+    let mut null = envelope(None, &[("bob@example.net", "deliver")]);
+    null.recipients[0].notify = Some(DsnNotify {
+        success: true,
+        ..DsnNotify::default()
+    });
+    enqueue(&q, null, MSG).await;
+
+    s.run_once().await;
+    s.run_once().await;
+    let reports = d.reports.lock().unwrap().clone();
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    let r = &reports[0];
+    assert!(
+        r.contains("Subject: Delivery status notification: success\r\n"),
+        "{r}"
+    );
+    assert!(
+        r.contains(
+            "Final-Recipient: rfc822; bob@example.net\r\nAction: delivered\r\nStatus: 2.1.5\r\n"
+        ),
+        "{r}"
+    );
+    assert!(!r.contains("carol@example.net"), "{r}");
+    assert!(q.list().is_empty());
+}
+
+#[test]
+fn delay_warning_matches_golden() {
+    let env = golden_envelope(None);
+    let rcpts = [FailedRcpt {
+        address: "slow@example.net".into(),
+        orcpt: Some("rfc822;slow@example.net".into()),
+        diagnostic: "421 4.4.2 mx.example.net: connection timed out".into(),
+        expired: false,
+        last_attempt: Some(T0 as i64 + 4 * 3600),
+    }];
+    let dsn = bounce::render_report(
+        &DsnInput {
+            hostname: "mx.example.org",
+            now: SystemTime::UNIX_EPOCH + Duration::from_secs(T0 + 4 * 3600),
+            boundary: "16.golden.boundary",
+            message_id: "0011223344556677@mx.example.org",
+            envelope: &env,
+            failed: &rcpts,
+            original: MSG,
+        },
+        bounce::ReportKind::Delay {
+            waited: 4 * 3600,
+            until: T0 as i64 + 4 * 86400,
+        },
+    );
+    golden("dsn-delayed.eml", &dsn);
+}
+
+#[test]
+fn success_notice_matches_golden_and_relay_says_relayed() {
+    let env = golden_envelope(None);
+    let rcpts = [FailedRcpt {
+        address: "bob@example.net".into(),
+        orcpt: None,
+        diagnostic: "250 2.0.0 Ok: queued as 4Xyz".into(),
+        expired: false,
+        last_attempt: Some(T0 as i64 + 2),
+    }];
+    let input = DsnInput {
+        hostname: "mx.example.org",
+        now: SystemTime::UNIX_EPOCH + Duration::from_secs(T0 + 2),
+        boundary: "16.golden.boundary",
+        message_id: "8899aabbccddeeff@mx.example.org",
+        envelope: &env,
+        failed: &rcpts,
+        original: MSG,
+    };
+    let relayed = bounce::render_report(&input, bounce::ReportKind::Success { relayed: true });
+    golden("dsn-relayed.eml", &relayed);
+    let delivered = String::from_utf8(bounce::render_report(
+        &input,
+        bounce::ReportKind::Success { relayed: false },
+    ))
+    .unwrap();
+    assert!(delivered.contains("Action: delivered\r\n"));
+    assert!(delivered.contains("Your message was successfully delivered to these recipients.\r\n"));
 }
