@@ -113,6 +113,48 @@ fn filter_ref(f: &FilterRef) -> String {
     }
 }
 
+/// fugu's `access`, `greylist` and `dnsbl` lines (after the tables they name).
+fn access(a: &crate::access::AccessSettings) -> Vec<String> {
+    let mut out = Vec::new();
+    for l in &a.lists {
+        out.push(format!(
+            "access {} {} {}",
+            l.action.keyword(),
+            l.phase.keyword(),
+            tref(&l.table)
+        ));
+    }
+    if let Some(b) = &a.ban {
+        let table = b
+            .table
+            .as_ref()
+            .map(|t| format!(" <{}>", name(t)))
+            .unwrap_or_default();
+        out.push(format!(
+            "access ban{table} auth-failures {} errors {} within {} for {}",
+            b.auth_failures,
+            b.errors,
+            delay(b.within),
+            delay(b.duration)
+        ));
+    }
+    if let Some(g) = &a.greylist {
+        out.push(format!(
+            "greylist pass {} grey-expiry {} white-expiry {}",
+            delay(g.pass),
+            delay(g.grey_expiry),
+            delay(g.white_expiry)
+        ));
+    }
+    for z in &a.dnsbl_zones {
+        out.push(format!("dnsbl zone {} weight {}", q(&z.zone), z.weight));
+    }
+    if let Some(t) = a.dnsbl_threshold {
+        out.push(format!("dnsbl threshold {t}"));
+    }
+    out
+}
+
 impl Config {
     /// The normalised configuration text.
     pub fn dump(&self) -> String {
@@ -185,6 +227,9 @@ impl Config {
                 TableSource::Inline(s) => inline(s),
             };
             w(format!("table {} {src}", name(&t.name)));
+        }
+        for line in access(&self.access) {
+            w(line);
         }
         for (n, p) in &self.pki {
             if let Some(c) = &p.cert {

@@ -444,6 +444,8 @@ pub struct Config {
     pub resolver: Option<String>,
     /// fugu extension: `spool PATH`, the queue directory.
     pub spool: Option<PathBuf>,
+    /// fugu extensions: `access`, `greylist` and `dnsbl` (see [`crate::access`]).
+    pub access: crate::access::AccessSettings,
 }
 
 impl Config {

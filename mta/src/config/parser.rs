@@ -15,6 +15,8 @@ use super::model::*;
 use super::{Diagnostic, SourceLoader};
 use crate::table::StaticTable;
 
+mod access;
+
 /// parse.y's keyword list: these must be quoted to be used as values.
 pub const KEYWORDS: &[&str] = &[
     "action",
@@ -119,7 +121,10 @@ pub const KEYWORDS: &[&str] = &[
     "warn-interval",
     "wrapper",
     // fugu extensions
+    "access",
     "dkim-sign",
+    "dnsbl",
+    "greylist",
     "resolver",
     "spool",
 ];
@@ -414,6 +419,9 @@ impl<'a> Parser<'a> {
             "mta" => self.mta(st),
             "mda" => self.mda(st),
             "bounce" => self.bounce(st),
+            "access" => self.access(st),
+            "greylist" => self.greylist(st),
+            "dnsbl" => self.dnsbl(st),
             "resolver" => {
                 let v = st.value("a resolver address")?;
                 if v.parse::<IpAddr>().is_err() && v.parse::<std::net::SocketAddr>().is_err() {

@@ -1,12 +1,14 @@
 //! The answers to a session's questions, from the configuration's rules and tables and
 //! the queue: what the SMTP shell calls through [`crate::server::Backend`].
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
 use super::State;
+use super::access_hooks;
 use crate::config::{Decision, ListenAuth, MatchContext};
 use crate::envelope::{Envelope, Origin};
 use crate::expand::{Expansion, expand, resolve};
@@ -24,6 +26,8 @@ pub struct DaemonBackend {
     /// Password hashes are deliberately expensive: at most this many are checked at once,
     /// so a flood of AUTH attempts queues up instead of starving every other session.
     pub(super) hashing: Arc<Semaphore>,
+    /// Bans, greylist and block lists (see [`crate::access`]).
+    pub(super) guard: Arc<crate::access::Guard>,
 }
 
 fn match_context<'a>(ctx: &'a CheckContext, rcpt: &'a str) -> MatchContext<'a> {
@@ -152,12 +156,23 @@ fn check_credentials(
 }
 
 impl Backend for DaemonBackend {
+    fn check_connect(&self, ip: IpAddr, listener: usize) -> BoxFuture<'_, Option<Reply>> {
+        Box::pin(access_hooks::check_connect(self, ip, listener))
+    }
+
+    fn record_failure(&self, ip: IpAddr, failure: crate::access::Failure) {
+        access_hooks::record_failure(self, ip, failure);
+    }
+
     fn check_sender<'a>(
         &'a self,
         address: Option<&'a str>,
         ctx: &'a CheckContext,
     ) -> BoxFuture<'a, SenderVerdict> {
         Box::pin(async move {
+            if let Some(v) = access_hooks::check_sender(self, address, ctx).await {
+                return v;
+            }
             let state = self.state.current();
             let address = address.map(str::to_string);
             let ctx2 = ctx.clone();
@@ -192,9 +207,10 @@ impl Backend for DaemonBackend {
         Box::pin(async move {
             let state = self.state.current();
             let (ctx2, addr) = (ctx.clone(), address.to_string());
-            tokio::task::spawn_blocking(move || decide(&state, &ctx2, &addr))
+            let verdict = tokio::task::spawn_blocking(move || decide(&state, &ctx2, &addr))
                 .await
-                .unwrap_or_else(|_| RecipientVerdict::TempFail(reply::lookup_tempfail()))
+                .unwrap_or_else(|_| RecipientVerdict::TempFail(reply::lookup_tempfail()));
+            access_hooks::check_recipient(self, address, ctx, verdict).await
         })
     }
 

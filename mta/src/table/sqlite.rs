@@ -17,6 +17,8 @@ pub struct SqliteConfig {
     pub dbpath: PathBuf,
     pub queries: BTreeMap<Service, String>,
     pub fetch_source: Option<String>,
+    /// fugu extension: `query_ban`, the mta's one write (see `crate::access::bans`).
+    pub ban_query: Option<String>,
     /// Lines table-sqlite would warn about (unknown or duplicate keys, missing values).
     pub warnings: Vec<String>,
 }
@@ -85,6 +87,7 @@ impl SqliteConfig {
         }
         let mut queries = BTreeMap::new();
         let mut fetch_source = None;
+        let mut ban_query = None;
         let mut dbpath = None;
         for (k, v) in seen {
             if let Some(s) = query_service(&k) {
@@ -93,6 +96,8 @@ impl SqliteConfig {
                 dbpath = Some(PathBuf::from(v));
             } else if k == "fetch_source" {
                 fetch_source = Some(v);
+            } else if k == "query_ban" {
+                ban_query = Some(v);
             } else if k != "fetch_source_expire" && k != "fetch_source_refresh" {
                 warnings.push(format!("bogus key {k}"));
             }
@@ -102,6 +107,7 @@ impl SqliteConfig {
             dbpath,
             queries,
             fetch_source,
+            ban_query,
             warnings,
         })
     }

@@ -8,7 +8,7 @@ use super::{GENERATED, RenderedFile, tls};
 use crate::{Config, Output, Snapshot};
 
 pub fn render(snapshot: &Snapshot, config: &Config) -> Vec<RenderedFile> {
-    vec![
+    let mut files = vec![
         RenderedFile::new(
             Output::Smtpd,
             config.paths.smtpd_conf.clone(),
@@ -20,6 +20,68 @@ pub fn render(snapshot: &Snapshot, config: &Config) -> Vec<RenderedFile> {
             config.paths.sqlite_conf.clone(),
             sqlite_conf(config),
             0o644,
+        ),
+    ];
+    if !config.opensmtpd {
+        for (file, text) in access_confs(config) {
+            let path = config.paths.sqlite_conf.with_file_name(file);
+            files.push(RenderedFile::new(Output::Smtpd, path, text, 0o644));
+        }
+    }
+    files
+}
+
+/// An access rule is live until its `expires_at`.
+const LIVE: &str = "(expires_at IS NULL OR expires_at > unixepoch())";
+
+/// fugu extension: the table-sqlite files behind `access block|allow …` and `access ban`.
+/// The mta asks `netaddr` with the client address and then every enclosing network in
+/// canonical text (`192.0.2.0/24`), so `ip` and `cidr` rows match by equality;
+/// `mailaddr` gets the whole address, matched against `sender` rows and the domain
+/// part against `domain` rows. `query_ban` is the mta's one write (auto-bans).
+pub fn access_confs(config: &Config) -> Vec<(&'static str, String)> {
+    let db = config.mta.database.display();
+    let net = |action: &str| {
+        format!(
+            "query_netaddr SELECT value FROM access_rules WHERE action = '{action}' \
+             AND kind IN ('ip', 'cidr') AND value = ? AND {LIVE}\n"
+        )
+    };
+    let senders = |action: &str| {
+        format!(
+            "query_mailaddr SELECT value FROM access_rules WHERE action = '{action}' \
+             AND ((kind = 'sender' AND value = ?1) \
+             OR (kind = 'domain' AND value = substr(?1, instr(?1, '@') + 1))) AND {LIVE}\n"
+        )
+    };
+    let ban = "query_ban INSERT INTO access_rules (kind, value, action, source, reason, expires_at) \
+               VALUES ('ip', ?1, 'block', 'auto', ?2, ?3) ON CONFLICT (kind, value, action) \
+               DO UPDATE SET reason = excluded.reason, expires_at = excluded.expires_at \
+               WHERE access_rules.source = 'auto'\n";
+    vec![
+        (
+            "access-block.conf",
+            format!(
+                "{GENERATED}dbpath {db}\n{}{}{ban}",
+                net("block"),
+                senders("block")
+            ),
+        ),
+        (
+            "access-allow.conf",
+            format!(
+                "{GENERATED}dbpath {db}\n{}{}",
+                net("allow"),
+                senders("allow")
+            ),
+        ),
+        (
+            "access-recipient.conf",
+            format!(
+                "{GENERATED}dbpath {db}\n\
+                 query_mailaddr SELECT value FROM access_rules WHERE action = 'block' \
+                 AND kind = 'recipient' AND value = ? AND {LIVE}\n"
+            ),
         ),
     ]
 }
@@ -85,6 +147,26 @@ pub fn smtpd_conf(snapshot: &Snapshot, config: &Config) -> String {
             out,
             "# fugu extension: DKIM keys for dkim-sign\ntable dkimkeys {}",
             quoted(format!("file:{}", paths.dkim_table.display()))
+        );
+    }
+    if !config.opensmtpd {
+        let file = |f: &str| {
+            quoted(format!(
+                "sqlite:{}",
+                paths.sqlite_conf.with_file_name(f).display()
+            ))
+        };
+        let _ = writeln!(
+            out,
+            "# fugu extension: access lists and auto-bans from access_rules\n\
+             table access_block {}\ntable access_allow {}\ntable access_recipient {}\n\
+             access allow connect <access_allow>\naccess allow sender <access_allow>\n\
+             access block connect <access_block>\naccess block sender <access_block>\n\
+             access block recipient <access_recipient>\n\
+             access ban <access_block> auth-failures 10 errors 50 within 10m for 24h",
+            file("access-block.conf"),
+            file("access-allow.conf"),
+            file("access-recipient.conf"),
         );
     }
     out.push('\n');
