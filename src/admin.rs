@@ -29,9 +29,30 @@ pub struct AdminArgs {
     cert: Option<PathBuf>,
     #[arg(long, value_name = "FILE", requires = "cert")]
     key: Option<PathBuf>,
+    /// Root CA (PEM) trusted for the ACME directory's HTTPS, for a private CA such as pebble
+    /// [default: the system's trust store].
+    #[arg(long, value_name = "FILE")]
+    acme_ca_file: Option<PathBuf>,
+    /// The mail host name for DNS hints, MTA-STS `mx:` and autoconfig [default: localhost].
+    #[arg(long, value_name = "NAME")]
+    hostname: Option<String>,
+    /// A public address of the mail host (A/AAAA hints, reverse-DNS and block-list checks); repeatable.
+    #[arg(long, value_name = "IP")]
+    public_address: Vec<std::net::IpAddr>,
+    /// DNS server for the live checks, e.g. 127.0.0.1:53 [default: /etc/resolv.conf].
+    #[arg(long, value_name = "ADDR")]
+    resolver: Option<SocketAddr>,
+    /// DNS block list to check the public addresses against; repeatable
+    /// [default: zen.spamhaus.org, bl.spamcop.net].
+    #[arg(long, value_name = "ZONE")]
+    dnsbl: Vec<String>,
     /// After binding the ports, run as this user (when started as root).
     #[arg(long, value_name = "NAME")]
     user: Option<String>,
+    /// fugu.toml: `hostname` and the `[console]` section give defaults for the flags above
+    /// [default: /etc/fugu/fugu.toml when it exists].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     db: DbArg,
 }
@@ -66,14 +87,40 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         });
     }
+    let settings = crate::settings::Settings::load(args.config.as_deref())?;
+    let console = &settings.console;
     let mut config = admin_web::Config::new(args.listen, db);
     config.http_listen = args.http;
     if let Some(s) = args.sessions {
         config.sessions_path = s;
     }
+    // Flags win over fugu.toml, which wins over the built-in defaults.
     if !args.allow.is_empty() {
         config.allow = args.allow;
+    } else if let Some(allow) = &console.allow {
+        config.allow = allow
+            .iter()
+            .map(|c| {
+                c.parse()
+                    .map_err(|e| anyhow::anyhow!("console.allow: {c:?}: {e}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
     }
+    if let Some(h) = args.hostname.or_else(|| settings.hostname.clone()) {
+        config.mail_hostname = h.trim_end_matches('.').to_ascii_lowercase();
+    }
+    config.public_addrs = if args.public_address.is_empty() {
+        console.public_addresses.clone()
+    } else {
+        args.public_address
+    };
+    config.resolver = args.resolver.or(console.resolver);
+    if !args.dnsbl.is_empty() {
+        config.dnsbls = args.dnsbl;
+    } else if let Some(zones) = &console.dnsbl {
+        config.dnsbls = zones.clone();
+    }
+    config.acme.ca_file = args.acme_ca_file.or_else(|| console.acme_ca_file.clone());
     if let (Some(cert), Some(key)) = (args.cert, args.key) {
         config.tls = admin_web::TlsSource::Files { cert, key };
     }

@@ -1,9 +1,13 @@
 //! `fugu`: one multi-call binary for the whole appliance. Thin: it parses the command
 //! line, builds each component's typed configuration and calls into the crates.
 
+mod access_cli;
 mod admin;
 mod admin_cli;
+mod ctl;
 mod provision;
+mod quickstart;
+mod sendmail;
 mod settings;
 mod smtpd;
 mod up;
@@ -90,9 +94,23 @@ enum Command {
     /// The SMTP server; `fugu smtpd -n -f FILE` checks a configuration like `smtpd -n`.
     Smtpd(smtpd::SmtpdArgs),
     /// The browser console and JSON API.
-    Admin(admin::AdminArgs),
+    Admin(Box<admin::AdminArgs>),
     /// Render Dovecot, MTA, DKIM, TLS and packet-filter files from the database.
     Provision(provision::ProvisionArgs),
+    /// First setup of a real box: users, directories, database, superadmin, certificate,
+    /// fugu.toml, provisioned files and the DNS records to publish. Safe to re-run.
+    Quickstart(quickstart::QuickstartArgs),
+    /// Talk to the running SMTP server (queue, pause/resume, reload), like smtpctl.
+    Ctl(ctl::CtlArgs),
+    /// Submit a message read from standard input, like sendmail(8) (also run as
+    /// `sendmail`, `mailq` and `newaliases` through symlinks).
+    Sendmail {
+        /// sendmail options (-t, -f ADDR, -F NAME, -i/-oi, -bm, -bp, -bi, --) and recipients.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// List the queue in sendmail's layout, like `mailq`.
+    Mailq,
     /// Check or convert smtpd.conf files.
     Config {
         #[command(subcommand)]
@@ -101,6 +119,24 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // sendmail(8) options are not clap's: `-oi`, `-Fname`, recipients after `--`.
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let name = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("fugu");
+    match name {
+        "sendmail" => return sendmail::sendmail(&argv[1..]),
+        "mailq" => return sendmail::mailq(),
+        "newaliases" => return sendmail::newaliases(),
+        _ => {}
+    }
+    if argv.get(1).map(String::as_str) == Some("sendmail") {
+        return sendmail::sendmail(&argv[2..]);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -123,6 +159,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Smtpd(args) => smtpd::smtpd(args),
         Command::Config { action } => smtpd::config(action),
         Command::Provision(args) => provision::run(args),
-        Command::Admin(args) => admin::run(args),
+        Command::Admin(args) => admin::run(*args),
+        Command::Ctl(args) => ctl::run(args),
+        Command::Sendmail { args } => Ok(sendmail::sendmail(&args)),
+        Command::Mailq => Ok(sendmail::mailq()),
+        Command::Quickstart(args) => quickstart::run(args),
     }
 }

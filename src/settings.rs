@@ -20,6 +20,25 @@ pub struct Settings {
     pub ports: Ports,
     #[serde(default)]
     pub provision: Provision,
+    #[serde(default)]
+    pub console: Console,
+}
+
+/// `[console]`: what `fugu admin` needs to know about the box it describes.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Console {
+    /// Networks allowed to use the console (CIDR) [default: loopback and private ranges].
+    pub allow: Option<Vec<String>>,
+    /// The box's public addresses (A/AAAA hints, reverse-DNS and block-list checks).
+    #[serde(default)]
+    pub public_addresses: Vec<std::net::IpAddr>,
+    /// DNS server for the live checks, `IP:PORT` [default: /etc/resolv.conf].
+    pub resolver: Option<std::net::SocketAddr>,
+    /// Block lists to check the public addresses against.
+    pub dnsbl: Option<Vec<String>>,
+    /// A private CA (PEM) trusted for the ACME directory, e.g. a local pebble.
+    pub acme_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

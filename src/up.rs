@@ -100,8 +100,15 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         .arg(&db);
     })?);
     parts.push(spawn(&me, &dir, "admin", |c| {
-        c.args(["admin", "--listen", &args.console.to_string(), "--db"])
-            .arg(&db);
+        c.args([
+            "admin",
+            "--listen",
+            &args.console.to_string(),
+            "--config",
+            &conf,
+            "--db",
+        ])
+        .arg(&db);
     })?);
 
     println!("fugu up: state in {}", dir.display());

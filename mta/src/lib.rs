@@ -8,16 +8,22 @@
 //! It does not know about the admin console or the appliance schema: everything it looks
 //! up goes through the table queries in its configuration.
 
+pub mod access;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod deliver;
+pub mod dkim;
 pub mod envelope;
 pub mod error;
 pub mod expand;
+pub mod mtasts;
 pub mod queue;
+pub mod relay;
 pub mod server;
 pub mod session;
+pub mod spf_walk;
 pub mod table;
 
 pub use error::Error;

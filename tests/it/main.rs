@@ -1,8 +1,16 @@
 //! End-to-end tests: the real `fugu` binary beside real peers. One binary, one module per area.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access;
 mod cli;
+mod ctl;
+mod dkim;
 mod harness;
 mod mail;
+mod mtasts;
+mod openbsd;
+mod package;
+mod quickstart;
+mod relay;
 mod smtpd;
 mod up;

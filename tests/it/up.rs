@@ -100,3 +100,64 @@ fn up_runs_the_mta_and_console_and_delivers_into_its_folder() {
         "the mta outlived fugu up"
     );
 }
+
+/// `fugu admin --config fugu.toml`: the `[console]` section sets the allow-list (and the
+/// other console facts) without flags; a bad value is one clear line.
+#[test]
+fn the_console_reads_its_allow_list_from_fugu_toml() {
+    let root = Root::new();
+    let bad = root.write("bad.toml", "[console]\nallow = [\"10.0.0.0/33\"]\n");
+    root.fugu(&[
+        "admin",
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--config",
+        bad.to_str().unwrap(),
+    ])
+    .fails_with("console.allow: \"10.0.0.0/33\"");
+
+    let conf = root.write(
+        "fugu.toml",
+        "hostname = \"mail.example.org\"\n[console]\nallow = [\"10.0.0.0/8\"]\n",
+    );
+    let port = free_port();
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args([
+        "admin",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--config",
+    ])
+    .arg(&conf)
+    .arg("--db")
+    .arg(root.db());
+    let _admin = Child::spawn("fugu admin", cmd, &root.join("admin.log"));
+    wait_for_port(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(20),
+    );
+    let status = |url: &str| {
+        let out = std::process::Command::new(require_program("curl", "curl"))
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Loopback is outside 10.0.0.0/8 now: the console refuses it …
+    assert_eq!(status(&format!("https://127.0.0.1:{port}/login")), "403");
+    // … while the public MTA-STS policy of a domain stays reachable by Host.
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--resolve",
+            &format!("mta-sts.example.org:{port}:127.0.0.1"),
+            &format!("https://mta-sts.example.org:{port}/.well-known/mta-sts.txt"),
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&out.stdout), "403");
+}

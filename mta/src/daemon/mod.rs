@@ -2,9 +2,14 @@
 //! together; SIGHUP reloads the configuration and tables without dropping sessions or
 //! ports, SIGTERM/SIGINT stop accepting and let sessions finish.
 
+mod access_hooks;
 mod backend;
+mod control;
 mod dispatch;
 mod listen;
+
+pub use control::{CONTROL_SOCKET, set_log_switch};
+pub use listen::ENQUEUE_SOCKET;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -65,6 +70,49 @@ impl Shared {
     }
 }
 
+/// Re-reads the configuration, tables and `pki` files for SIGHUP and `fugu ctl reload`.
+pub(crate) struct Reloader {
+    config: PathBuf,
+    shared: Arc<Shared>,
+    tls: Vec<listen::TlsHandle>,
+    /// One reload at a time: SIGHUP and the control socket may race.
+    busy: std::sync::Mutex<()>,
+}
+
+impl Reloader {
+    /// Loads everything first and swaps only if all of it loaded: a broken configuration
+    /// or an unreadable key keeps the running state. Listener addresses are bound once;
+    /// changes to `listen on` lines need a restart.
+    pub fn reload(&self) -> Result<(), String> {
+        let _one = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let new = load(&self.config).map_err(|e| e.to_string())?;
+        let mut certs = Vec::with_capacity(self.tls.len());
+        for h in &self.tls {
+            let pkis = listen::pkis(&new.config, &h.pki).map_err(|e| e.to_string())?;
+            certs.push(crate::server::tls::load_certs(&pkis).map_err(|e| e.to_string())?);
+        }
+        self.shared.replace(new);
+        for (h, c) in self.tls.iter().zip(certs) {
+            h.switch.install(c);
+        }
+        Ok(())
+    }
+
+    fn reload_logged(&self) -> Result<(), String> {
+        let r = self.reload();
+        match &r {
+            Ok(()) => tracing::info!(
+                "smtpd: configuration, tables and certificates reloaded from {}",
+                self.config.display()
+            ),
+            Err(e) => {
+                tracing::warn!("smtpd: reload refused, keeping the running configuration:\n{e}")
+            }
+        }
+        r
+    }
+}
+
 fn load(path: &Path) -> Result<State, StartError> {
     let local = LocalIdentity::system();
     let (config, tables) =
@@ -107,11 +155,22 @@ async fn serve(opts: Options, spool: PathBuf, state: State) -> Result<(), StartE
         hostname: state.hostname.clone(),
         compression: state.config.queue.compression,
         encryption_key: listen::queue_key(&state.config)?,
+        warn_intervals: state.config.bounce_warn_interval(),
+        // For end-to-end tests only: `FUGU_RETRY_BASE_SECS` shortens the retry backoff's
+        // first step (default 5 minutes) so a deferred message is retried within seconds.
+        retry_base: std::env::var("FUGU_RETRY_BASE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or(
+                QueueConfig::default().retry_base,
+                std::time::Duration::from_secs,
+            ),
         ..QueueConfig::default()
     };
     let queue = Queue::open(&spool, queue_config, clock.clone())?;
-    let listeners = listen::listeners(&state, &spool)?;
+    let (listeners, tls) = listen::listeners(&state, &spool)?;
     let server = Server::bind(listeners, Limits::default(), clock.clone())?;
+    let control_listener = control::bind(&spool)?;
     for addr in server.local_addrs() {
         tracing::info!("smtpd: listening on {addr}");
     }
@@ -121,6 +180,11 @@ async fn serve(opts: Options, spool: PathBuf, state: State) -> Result<(), StartE
         queue.stats().messages
     );
 
+    let guard = Arc::new(crate::access::Guard::open(
+        &state.config.access,
+        &spool,
+        clock.clone(),
+    ));
     let shared = Arc::new(Shared(RwLock::new(Arc::new(state))));
     let backend = Arc::new(backend::DaemonBackend {
         state: shared.clone(),
@@ -128,11 +192,36 @@ async fn serve(opts: Options, spool: PathBuf, state: State) -> Result<(), StartE
         hashing: Arc::new(Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
+        guard: guard.clone(),
     });
+    let reloader = Arc::new(Reloader {
+        config: opts.config.clone(),
+        shared: shared.clone(),
+        tls,
+        busy: std::sync::Mutex::new(()),
+    });
+    let control = Arc::new(control::Control {
+        queue: queue.clone(),
+        reloader: reloader.clone(),
+        smtp_paused: server.pause_switch(),
+        started: std::time::Instant::now(),
+        daemon_uid: nix::unistd::geteuid().as_raw(),
+        fugu_gid: control::fugu_gid(),
+    });
+    let control_task = tokio::spawn(control::serve(control_listener, control));
     let scheduler = Scheduler::new(
         queue.clone(),
         Arc::new(dispatch::Deliverer {
             state: shared.clone(),
+            relayer: {
+                let relayer = Arc::new(crate::relay::Relayer::new());
+                let guard = guard.clone();
+                let _ = relayer
+                    .on_delivered
+                    .set(Arc::new(move |ip| guard.record_outbound(ip)));
+                relayer
+            },
+            dkim: Arc::new(crate::dkim::DkimSigner::new()),
         }),
     );
     let scheduler_task = tokio::spawn(async move { scheduler.run().await });
@@ -145,13 +234,10 @@ async fn serve(opts: Options, spool: PathBuf, state: State) -> Result<(), StartE
     let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
     loop {
         tokio::select! {
-            _ = hup.recv() => match load(&opts.config) {
-                Ok(new) => {
-                    shared.replace(new);
-                    tracing::info!("smtpd: configuration and tables reloaded from {}", opts.config.display());
-                }
-                Err(e) => tracing::warn!("smtpd: reload refused, keeping the running configuration:\n{e}"),
-            },
+            _ = hup.recv() => {
+                let r = reloader.clone();
+                let _ = tokio::task::spawn_blocking(move || r.reload_logged()).await;
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -160,6 +246,8 @@ async fn serve(opts: Options, spool: PathBuf, state: State) -> Result<(), StartE
     let _ = stop_tx.send(true);
     let _ = server_task.await;
     scheduler_task.abort();
+    control_task.abort();
+    let _ = std::fs::remove_file(spool.join(CONTROL_SOCKET));
     Ok(())
 }
 
