@@ -10,6 +10,7 @@ mod mail;
 mod mtasts;
 mod openbsd;
 mod package;
+mod peers;
 mod quickstart;
 mod relay;
 mod smtpd;

@@ -81,6 +81,13 @@ impl Postfix {
     /// traversable by the `postfix` user). Call inside [`crate::netns::run`]: `ip` is
     /// added to `lo`.
     pub fn start(dir: &Path, ip: IpAddr, opts: &Options) -> Postfix {
+        Postfix::start_with(dir, ip, opts, "")
+    }
+
+    /// [`Postfix::start`] with `extra` appended to `main.cf` (Postfix takes the last
+    /// setting of a parameter, so this can also override the defaults above), e.g. a
+    /// `relayhost` to make the instance a sending peer.
+    pub fn start_with(dir: &Path, ip: IpAddr, opts: &Options, extra: &str) -> Postfix {
         crate::netns::add_loopback(ip);
         let postfix = require_program("postfix", "postfix");
         std::fs::create_dir_all(dir).unwrap();
@@ -146,7 +153,8 @@ impl Postfix {
              virtual_mailbox_maps = static:vmail/\n\
              virtual_uid_maps = static:{uid}\n\
              virtual_gid_maps = static:{gid}\n\
-             virtual_minimum_uid = 1\n",
+             virtual_minimum_uid = 1\n\
+             {extra}",
             d = dir.display(),
             host = opts.hostname,
             proto = if ip.is_ipv6() { "ipv6" } else { "ipv4" },
@@ -189,6 +197,33 @@ impl Postfix {
         pf.child = Some(Child::spawn("postfix", cmd, &dir.join("maillog")));
         crate::net::wait_for_port(pf.addr, Duration::from_secs(20));
         pf
+    }
+
+    /// Queues a message with Postfix's sendmail(1) for this instance (`-C` its config
+    /// directory); the pickup service hands it to the queue manager.
+    pub fn sendmail(&self, from: &str, to: &str, message: &str) {
+        use std::io::Write;
+        let mut child = Command::new(require_program("sendmail", "postfix"))
+            .arg("-C")
+            .arg(self.dir.join("etc"))
+            .args(["-f", from, "--", to])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(message.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "postfix sendmail failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Postfix's own log (`maillog_file`, its standard output).
