@@ -919,16 +919,17 @@ mod tests {
             description: String::new(),
             created_at: 0,
         };
-        let key = |domain: &str, selector: &str, algorithm: &str, state: &str| {
-            store::snapshot::DkimKeyRow {
-                id: 0,
-                domain: domain.to_string(),
-                selector: selector.to_string(),
-                algorithm: algorithm.to_string(),
-                private_key: String::new(),
-                public_key: format!("PUBLIC-{selector}"),
-                state: state.to_string(),
-            }
+        let key = |domain: &str, selector: &str, algorithm: &str, state: &str| store::DkimKey {
+            id: 0,
+            domain: domain.to_string(),
+            selector: selector.to_string(),
+            algorithm: algorithm.to_string(),
+            private_key: String::new(),
+            public_key: format!("PUBLIC-{selector}"),
+            state: state.to_string(),
+            created_at: 0,
+            activated_at: None,
+            retired_at: None,
         };
         let snapshot = store::Snapshot {
             domains: vec![domain("example.net"), domain("example.org")],

@@ -4,36 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Alias, Domain, Error, Store, User};
+use crate::{Alias, Certificate, DkimKey, Domain, Error, Store, User};
 
-/// A DKIM key as the provisioner needs it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct DkimKeyRow {
-    pub id: i64,
-    pub domain: String,
-    pub selector: String,
-    /// `rsa-sha256` or `ed25519-sha256`.
-    pub algorithm: String,
-    /// PKCS#8 PEM.
-    pub private_key: String,
-    pub public_key: String,
-    /// `pending`, `active` or `retired`.
-    pub state: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct CertificateRow {
-    pub id: i64,
-    /// Space-separated, the first is the primary name.
-    pub names: String,
-    pub chain_pem: String,
-    pub key_pem: String,
-    pub not_before: i64,
-    pub not_after: i64,
-    pub source: String,
-}
-
-impl CertificateRow {
+// The snapshot carries the stores' own row types: their `Debug` hides private keys, so a
+// logged snapshot never leaks one.
+impl Certificate {
+    /// The first name: the directory its files are provisioned under.
     pub fn primary_name(&self) -> &str {
         self.names.split_whitespace().next().unwrap_or_default()
     }
@@ -73,9 +49,9 @@ pub struct Snapshot {
     /// Ordered by source and destination.
     pub aliases: Vec<Alias>,
     /// Ordered by domain and selector.
-    pub dkim_keys: Vec<DkimKeyRow>,
+    pub dkim_keys: Vec<DkimKey>,
     /// Ordered by id.
-    pub certificates: Vec<CertificateRow>,
+    pub certificates: Vec<Certificate>,
     /// Ordered by kind, value and action.
     pub access_rules: Vec<AccessRuleRow>,
 }
@@ -110,14 +86,16 @@ impl Snapshot {
         )
         .fetch_all(&mut *tx)
         .await?;
-        let dkim_keys = sqlx::query_as::<_, DkimKeyRow>(
-            "SELECT id, domain, selector, algorithm, private_key, public_key, state
+        let dkim_keys = sqlx::query_as::<_, DkimKey>(
+            "SELECT id, domain, selector, algorithm, private_key, public_key, state,
+                    created_at, activated_at, retired_at
                FROM dkim_keys ORDER BY domain, selector",
         )
         .fetch_all(&mut *tx)
         .await?;
-        let certificates = sqlx::query_as::<_, CertificateRow>(
-            "SELECT id, names, chain_pem, key_pem, not_before, not_after, source
+        let certificates = sqlx::query_as::<_, Certificate>(
+            "SELECT id, names, chain_pem, key_pem, not_before, not_after, source,
+                    acme_account_id, last_error, created_at, updated_at
                FROM certificates ORDER BY id",
         )
         .fetch_all(&mut *tx)

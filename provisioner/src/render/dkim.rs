@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use store::snapshot::DkimKeyRow;
+use store::DkimKey;
 
 use super::{GENERATED, RenderedFile, active_domains, tls::ensure_newline};
 use crate::{Config, Output, Snapshot};
@@ -16,9 +16,9 @@ pub const DKIMPROXY_LISTEN: &str = "127.0.0.1:10026";
 pub const DKIMPROXY_RELAY: &str = "127.0.0.1:10027";
 
 /// Active keys of active domains, by domain, in selector order.
-pub fn active_keys(snapshot: &Snapshot) -> BTreeMap<&str, Vec<&DkimKeyRow>> {
+pub fn active_keys(snapshot: &Snapshot) -> BTreeMap<&str, Vec<&DkimKey>> {
     let domains = active_domains(snapshot);
-    let mut keys: BTreeMap<&str, Vec<&DkimKeyRow>> = BTreeMap::new();
+    let mut keys: BTreeMap<&str, Vec<&DkimKey>> = BTreeMap::new();
     for key in &snapshot.dkim_keys {
         if key.state == "active" && domains.contains(key.domain.as_str()) {
             keys.entry(key.domain.as_str()).or_default().push(key);

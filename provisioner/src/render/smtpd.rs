@@ -88,6 +88,12 @@ pub fn access_confs(config: &Config) -> Vec<(&'static str, String)> {
 
 /// table-sqlite's configuration: one prepared statement per lookup service, each bound to
 /// the (lower-cased) key. Column counts are checked by table-sqlite when it loads.
+/// Real OpenSMTPD expands an unknown address of a local domain into an empty list and
+/// answers `524 5.2.4 Mailing list expansion problem`; matching on `rcpt-to <recipients>`
+/// first makes it refuse the address as unknown. A catch-all alias (`@domain`) counts.
+const RECIPIENTS_QUERY: &str = "query_mailaddr SELECT key FROM virtual_lookup \
+     WHERE key = ?1 OR key = '@' || substr(?1, instr(?1, '@') + 1)\n";
+
 pub fn sqlite_conf(config: &Config) -> String {
     format!(
         "{GENERATED}dbpath {}\n\
@@ -95,8 +101,13 @@ pub fn sqlite_conf(config: &Config) -> String {
          query_alias SELECT destination FROM virtual_lookup WHERE key = ?\n\
          query_credentials SELECT login, password_hash FROM credentials_lookup WHERE login = ?\n\
          query_mailaddrmap SELECT address FROM sender_lookup WHERE login = ?\n\
-         query_userinfo SELECT uid, gid, home FROM userbase_lookup WHERE name = ?\n",
-        config.mta.database.display()
+         query_userinfo SELECT uid, gid, home FROM userbase_lookup WHERE name = ?\n{}",
+        config.mta.database.display(),
+        if config.opensmtpd {
+            RECIPIENTS_QUERY
+        } else {
+            ""
+        }
     )
 }
 
@@ -141,6 +152,9 @@ pub fn smtpd_conf(snapshot: &Snapshot, config: &Config) -> String {
         "vmailusers",
     ] {
         let _ = writeln!(out, "table {table} {sqlite}");
+    }
+    if config.opensmtpd {
+        let _ = writeln!(out, "table recipients {sqlite}");
     }
     if !config.opensmtpd {
         let _ = writeln!(
@@ -229,9 +243,18 @@ pub fn smtpd_conf(snapshot: &Snapshot, config: &Config) -> String {
 
     let _ = writeln!(out, "include {}\n", quoted(mta.local_include.display()));
 
+    if config.opensmtpd {
+        // RFC 5321 §4.2.2: an unknown mailbox is a 550. Relaying it outbound for an
+        // authenticated sender would only loop back here.
+        out.push_str(
+            "match from any for domain <domains> rcpt-to <recipients> action \"local_mail\"\n\
+             match from any for domain <domains> reject\n",
+        );
+    } else {
+        out.push_str("match from any for domain <domains> action \"local_mail\"\n");
+    }
     out.push_str(
-        "match from any for domain <domains> action \"local_mail\"\n\
-         match from auth for any action \"outbound\"\n\
+        "match from auth for any action \"outbound\"\n\
          match from local for any action \"outbound\"\n",
     );
     out

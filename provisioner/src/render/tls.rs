@@ -3,26 +3,22 @@
 
 use std::collections::BTreeMap;
 
-use store::snapshot::CertificateRow;
+use store::Certificate;
 
 use super::RenderedFile;
 use crate::{Config, Output, Snapshot};
 
 /// Prefers certificates valid at the snapshot's time, then the latest expiry, then the
 /// newest row: the renewed certificate wins as soon as it is stored.
-fn better<'a>(
-    snapshot: &Snapshot,
-    a: &'a CertificateRow,
-    b: &'a CertificateRow,
-) -> &'a CertificateRow {
+fn better<'a>(snapshot: &Snapshot, a: &'a Certificate, b: &'a Certificate) -> &'a Certificate {
     let valid =
-        |c: &CertificateRow| c.not_before <= snapshot.taken_at && snapshot.taken_at < c.not_after;
-    let key = |c: &CertificateRow| (valid(c), c.not_after, c.id);
+        |c: &Certificate| c.not_before <= snapshot.taken_at && snapshot.taken_at < c.not_after;
+    let key = |c: &Certificate| (valid(c), c.not_after, c.id);
     if key(b) > key(a) { b } else { a }
 }
 
 /// The certificate to serve for `name`, if any covers it.
-pub fn current_for<'a>(snapshot: &'a Snapshot, name: &str) -> Option<&'a CertificateRow> {
+pub fn current_for<'a>(snapshot: &'a Snapshot, name: &str) -> Option<&'a Certificate> {
     snapshot
         .certificates
         .iter()
@@ -31,8 +27,8 @@ pub fn current_for<'a>(snapshot: &'a Snapshot, name: &str) -> Option<&'a Certifi
 }
 
 /// The current certificate for each primary name.
-pub fn current_by_primary(snapshot: &Snapshot) -> BTreeMap<&str, &CertificateRow> {
-    let mut by_name: BTreeMap<&str, &CertificateRow> = BTreeMap::new();
+pub fn current_by_primary(snapshot: &Snapshot) -> BTreeMap<&str, &Certificate> {
+    let mut by_name: BTreeMap<&str, &Certificate> = BTreeMap::new();
     for cert in &snapshot.certificates {
         let name = cert.primary_name();
         // A name becomes a directory: refuse anything that could walk out of tls/.

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use provisioner::Snapshot;
-use store::snapshot::{AccessRuleRow, CertificateRow, DkimKeyRow};
-use store::{Alias, Domain, User};
+use store::snapshot::AccessRuleRow;
+use store::{Alias, Certificate, DkimKey, Domain, User};
 
 pub const NOW: i64 = 1_800_000_000;
 pub const ARGON2ID: &str = "$argon2id$v=19$m=19456,t=2,p=1$RLrH7snS7CszjieEn5X1Nw$ehQ4VkYF8vtp/I+2e3DETGULpsMi3yEJh5+Ymv9goPg";
@@ -41,8 +41,8 @@ fn user(id: i64, address: &str, hash: &str, quota_bytes: i64, active: bool) -> U
     }
 }
 
-fn dkim(id: i64, domain: &str, selector: &str, algorithm: &str, state: &str) -> DkimKeyRow {
-    DkimKeyRow {
+fn dkim(id: i64, domain: &str, selector: &str, algorithm: &str, state: &str) -> DkimKey {
+    DkimKey {
         id,
         domain: domain.into(),
         selector: selector.into(),
@@ -52,11 +52,14 @@ fn dkim(id: i64, domain: &str, selector: &str, algorithm: &str, state: &str) -> 
         ),
         public_key: format!("PUB{id}"),
         state: state.into(),
+        created_at: NOW - 900,
+        activated_at: (state != "pending").then_some(NOW - 800),
+        retired_at: (state == "retired").then_some(NOW - 100),
     }
 }
 
-fn cert(id: i64, names: &str, not_before: i64, not_after: i64) -> CertificateRow {
-    CertificateRow {
+fn cert(id: i64, names: &str, not_before: i64, not_after: i64) -> Certificate {
+    Certificate {
         id,
         names: names.into(),
         chain_pem: format!(
@@ -66,6 +69,10 @@ fn cert(id: i64, names: &str, not_before: i64, not_after: i64) -> CertificateRow
         not_before,
         not_after,
         source: "acme".into(),
+        acme_account_id: None,
+        last_error: None,
+        created_at: not_before,
+        updated_at: not_before,
     }
 }
 

@@ -41,7 +41,7 @@ fn files_below(dir: &Path) -> BTreeSet<PathBuf> {
 
 /// Compares (or with BLESS=1 writes) each file's contents, plus a `FILES` listing of
 /// mode, owner, group and output per path.
-fn check(variant: &str, root: &Path, files: &[RenderedFile]) {
+pub fn check(variant: &str, root: &Path, files: &[RenderedFile]) {
     let dir = golden_dir(variant);
     let mut listing = String::new();
     let mut expected = BTreeSet::new();
@@ -97,7 +97,7 @@ fn check(variant: &str, root: &Path, files: &[RenderedFile]) {
     );
 }
 
-fn box_config() -> Config {
+pub fn box_config() -> Config {
     let mut config = Config {
         hostname: "mail.example.org".into(),
         ..Config::default()

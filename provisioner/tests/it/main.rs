@@ -6,3 +6,4 @@ mod apply;
 mod fixture;
 mod golden;
 mod programs;
+mod snapshot;
