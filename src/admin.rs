@@ -46,6 +46,10 @@ pub struct AdminArgs {
     /// [default: zen.spamhaus.org, bl.spamcop.net].
     #[arg(long, value_name = "ZONE")]
     dnsbl: Vec<String>,
+    /// The mta's control socket, for the queue page (`<spool>/control.sock`)
+    /// [default: none; the page says the mta is not running on this box].
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
     /// After binding the ports, run as this user (when started as root).
     #[arg(long, value_name = "NAME")]
     user: Option<String>,
@@ -115,6 +119,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         args.public_address
     };
     config.resolver = args.resolver.or(console.resolver);
+    config.control_socket = args.control_socket;
     if !args.dnsbl.is_empty() {
         config.dnsbls = args.dnsbl;
     } else if let Some(zones) = &console.dnsbl {

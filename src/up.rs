@@ -106,8 +106,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             &args.console.to_string(),
             "--config",
             &conf,
-            "--db",
+            "--control-socket",
         ])
+        .arg(dir.join("spool").join("control.sock"))
+        .arg("--db")
         .arg(&db);
     })?);
 

@@ -257,7 +257,16 @@ async fn list_users(
     Query(q): Query<UserListQuery>,
 ) -> ApiResult {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let page = ops::list_users(&state, &c.actor, q.domain.as_deref(), q.q, q.offset, limit).await?;
+    let page = ops::list_users(
+        &state,
+        &c.actor,
+        q.domain.as_deref(),
+        q.q,
+        q.offset,
+        limit,
+        (store::UserSort::default(), false),
+    )
+    .await?;
     Ok(Json(
         json!({"total": page.total, "offset": q.offset, "limit": limit,
                    "users": page.users.iter().map(ops::user_json).collect::<Vec<_>>()}),

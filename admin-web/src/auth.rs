@@ -22,16 +22,18 @@ pub(crate) const SESSION_COOKIE: &str = "fugu_session";
 const CSRF: &str = "csrf";
 pub(crate) const ADMIN_ID: &str = "admin_id";
 pub(crate) const LOGIN_AT: &str = "login_at";
+/// When the signed-in session last made a request, for the idle timeout.
+pub(crate) const SEEN_AT: &str = "seen_at";
 pub(crate) const PENDING_ADMIN: &str = "pending_admin";
 pub(crate) const MAILBOX: &str = "mailbox";
 const FLASH: &str = "flash";
 /// Form bodies are small; refuse anything bigger before buffering it.
 const MAX_FORM: usize = 256 * 1024;
 
-pub(crate) fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+/// Unix seconds on the console's injected clock: session expiry, TOTP steps and sign-in
+/// throttling all read it, so tests move a manual clock instead of sleeping.
+pub(crate) fn now(state: &AppState) -> i64 {
+    state.config.clock.unix()
 }
 
 pub(crate) async fn session_layer(
@@ -216,7 +218,7 @@ pub(crate) async fn throttle(
     account: &str,
 ) -> Result<(), AppError> {
     let window = i64::try_from(state.config.login_window.as_secs()).unwrap_or(900);
-    let since = now() - window;
+    let since = now(state) - window;
     let checks = [
         (
             format!("account:{}", account.trim().to_lowercase()),
@@ -232,7 +234,7 @@ pub(crate) async fn throttle(
     for (key, max, who) in checks {
         let (count, oldest) = state.store.login_failures_since(&key, since).await?;
         if count >= max {
-            let wait = oldest.map_or(window, |o| o + window - now()).max(60);
+            let wait = oldest.map_or(window, |o| o + window - now(state)).max(60);
             return Err(AppError::Invalid {
                 field: "throttled",
                 message: format!(
@@ -250,7 +252,7 @@ pub(crate) async fn record_failure(
     ip: std::net::IpAddr,
     account: &str,
 ) -> Result<(), AppError> {
-    let at = now();
+    let at = now(state);
     let account = format!("account:{}", account.trim().to_lowercase());
     state.store.record_login_failure(&account, at).await?;
     state
@@ -289,10 +291,16 @@ impl FromRequestParts<AppState> for Console {
         };
         let login_at = session.get::<i64>(LOGIN_AT).await?.unwrap_or(0);
         let absolute = i64::try_from(state.config.absolute_timeout.as_secs()).unwrap_or(i64::MAX);
-        if now() - login_at > absolute {
+        let idle = i64::try_from(state.config.idle_timeout.as_secs()).unwrap_or(i64::MAX);
+        let seen_at = session.get::<i64>(SEEN_AT).await?.unwrap_or(login_at);
+        let now = now(state);
+        // tower-sessions also expires idle sessions, but on the system clock; these checks
+        // are the ones that hold on the injected clock.
+        if now - login_at > absolute || now - seen_at > idle {
             session.flush().await?;
             return Err(AppError::Unauthenticated);
         }
+        session.insert(SEEN_AT, now).await?;
         let Some(admin) = state.store.admin_by_id(id).await? else {
             session.flush().await?;
             return Err(AppError::Unauthenticated);

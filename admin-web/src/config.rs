@@ -114,7 +114,8 @@ pub struct Config {
     pub login_max_failures_account: i64,
     pub login_max_failures_ip: i64,
     pub login_window: Duration,
-    /// The mta's control socket, for the queue page (not used yet: the socket does not exist).
+    /// The mta's control socket (`<spool>/control.sock`) for the queue page; `None` shows
+    /// "the mta is not running on this box".
     pub control_socket: Option<PathBuf>,
     /// The mail host name (`hostname` in fugu.toml): MX target, MTA-STS `mx:`, TLSA owner.
     pub mail_hostname: String,

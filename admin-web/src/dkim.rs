@@ -286,7 +286,7 @@ pub(crate) async fn list(
     }
     let purged = state
         .store
-        .purge_retired_dkim_keys(auth::now() - RETIRED_GRACE_SECS)
+        .purge_retired_dkim_keys(auth::now(state) - RETIRED_GRACE_SECS)
         .await?;
     for k in &purged {
         state
@@ -322,7 +322,7 @@ async fn store_key(
                 .into_iter()
                 .map(|k| k.selector)
                 .collect();
-            selector_for(auth::now(), material.algorithm, &taken)
+            selector_for(auth::now(state), material.algorithm, &taken)
         }
     };
     let key = state

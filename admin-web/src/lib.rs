@@ -10,8 +10,9 @@
 //! upload; the console serves the stored ones by SNI.
 //!
 //! It does not bind privileged ports by itself or drop privileges: the binary binds with
-//! [`bind`], drops privileges, then calls [`serve`]. It does not show the mta's queue yet
-//! (the control socket does not exist), nor render any file the provisioner owns.
+//! [`bind`], drops privileges, then calls [`serve`]. It shows the mta's queue through the
+//! control socket when `Config::control_socket` names one. It does not render any file the
+//! provisioner owns.
 
 mod acme;
 mod api;
@@ -26,6 +27,7 @@ mod error;
 mod net;
 mod ops;
 mod pages;
+mod queue;
 mod tls;
 mod totp;
 mod wellknown;

@@ -259,6 +259,7 @@ pub(crate) async fn list_users(
     search: Option<String>,
     offset: u32,
     limit: u32,
+    (sort, descending): (store::UserSort, bool),
 ) -> Result<UserPage, AppError> {
     let domain = match domain.filter(|d| !d.is_empty()) {
         Some(d) => {
@@ -280,12 +281,16 @@ pub(crate) async fn list_users(
     };
     Ok(state
         .store
-        .list_users(&UserQuery {
-            domain,
-            search: search.filter(|s| !s.trim().is_empty()),
-            offset,
-            limit,
-        })
+        .list_users_sorted(
+            &UserQuery {
+                domain,
+                search: search.filter(|s| !s.trim().is_empty()),
+                offset,
+                limit,
+            },
+            sort,
+            descending,
+        )
         .await?)
 }
 
@@ -510,7 +515,7 @@ pub(crate) async fn list_access_rules(
     mut q: AccessQuery,
 ) -> Result<Vec<AccessRule>, AppError> {
     actor.require_superadmin()?;
-    q.now = crate::auth::now();
+    q.now = crate::auth::now(state);
     Ok(state.store.list_access_rules(&q).await?)
 }
 
@@ -526,7 +531,7 @@ pub(crate) async fn add_access_rule(
     actor.require_superadmin()?;
     let kind = store::AccessKind::parse(kind)?;
     let action = store::AccessAction::parse(action)?;
-    if expires_at.is_some_and(|e| e <= crate::auth::now()) {
+    if expires_at.is_some_and(|e| e <= crate::auth::now(state)) {
         return Err(AppError::Invalid {
             field: "expires",
             message: "the expiry is in the past".to_string(),

@@ -47,6 +47,9 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/admins/{id}/domains", post(admin_domains))
         .route("/admins/{id}/remove", post(remove_admin))
         .route("/audit", get(audit))
+        .route("/queue", get(crate::queue::page))
+        .route("/queue/{id}/retry", post(crate::queue::retry))
+        .route("/queue/{id}/remove", post(crate::queue::remove))
         .route("/tokens", get(tokens).post(add_token))
         .route("/tokens/{id}/remove", post(remove_token))
         .route("/totp", get(totp_page))
@@ -353,7 +356,8 @@ async fn sign_in(
     session.cycle_id().await?;
     session.remove_value(auth::PENDING_ADMIN).await?;
     session.insert(auth::ADMIN_ID, admin.id).await?;
-    session.insert(auth::LOGIN_AT, auth::now()).await?;
+    session.insert(auth::LOGIN_AT, auth::now(state)).await?;
+    session.insert(auth::SEEN_AT, auth::now(state)).await?;
     auth::renew_csrf(session).await?;
     state.store.record_admin_login(admin.id).await?;
     Ok(())
@@ -401,7 +405,7 @@ async fn login(
     if admin.totp_enabled {
         session.cycle_id().await?;
         session
-            .insert(auth::PENDING_ADMIN, (admin.id, auth::now()))
+            .insert(auth::PENDING_ADMIN, (admin.id, auth::now(&state)))
             .await?;
         return Ok(Redirect::to("/login/totp").into_response());
     }
@@ -455,7 +459,7 @@ async fn totp_login(
         .store
         .admin_by_id(id)
         .await?
-        .filter(|_| auth::now() - at < 300)
+        .filter(|_| auth::now(&state) - at < 300)
     else {
         session.flush().await?;
         return Ok(Redirect::to("/login").into_response());
@@ -465,7 +469,7 @@ async fn totp_login(
         return Ok((StatusCode::TOO_MANY_REQUESTS, page).into_response());
     }
     let secret = admin.totp_secret.clone().unwrap_or_default();
-    let mut ok = crate::totp::verify(&secret, &f.code, auth::now());
+    let mut ok = crate::totp::verify(&secret, &f.code, auth::now(&state));
     if !ok {
         let code = f.code.trim().to_lowercase();
         for (row, hash) in state.store.admin_recovery_codes(admin.id).await? {
@@ -511,14 +515,22 @@ async fn dashboard(State(state): State<AppState>, c: Console) -> Result<Response
     let domains = ops::list_domains(&state, &c.actor).await?;
     let mut users = 0;
     if c.actor.is_superadmin() {
-        users = ops::list_users(&state, &c.actor, None, None, 0, 1)
+        users = ops::list_users(&state, &c.actor, None, None, 0, 1, Default::default())
             .await?
             .total;
     } else {
         for d in &domains {
-            users += ops::list_users(&state, &c.actor, Some(&d.name), None, 0, 1)
-                .await?
-                .total;
+            users += ops::list_users(
+                &state,
+                &c.actor,
+                Some(&d.name),
+                None,
+                0,
+                1,
+                Default::default(),
+            )
+            .await?
+            .total;
         }
     }
     let aliases = ops::list_aliases(&state, &c.actor, None).await?.len();
@@ -697,6 +709,9 @@ struct UsersPage {
     domains: Vec<store::Domain>,
     domain: String,
     q: String,
+    sort_links: Vec<SortLink>,
+    sort: &'static str,
+    dir: &'static str,
     page: u32,
     pages: u32,
     total: i64,
@@ -715,6 +730,50 @@ struct UsersQuery {
     q: String,
     #[serde(default)]
     page: Option<u32>,
+    /// A column of [`store::UserSort`]; anything else sorts by domain.
+    #[serde(default)]
+    sort: String,
+    /// `desc` reverses the order; anything else is ascending.
+    #[serde(default)]
+    dir: String,
+}
+
+/// A sortable column header: its link flips the direction when it is the current column.
+pub(crate) struct SortLink {
+    pub label: &'static str,
+    pub href: String,
+    /// `ascending`/`descending` on the current column (for `aria-sort`), else empty.
+    pub current: &'static str,
+}
+
+fn sort_links(domain: &str, q: &str, sort: store::UserSort, descending: bool) -> Vec<SortLink> {
+    use store::UserSort;
+    [
+        ("Address", UserSort::Address),
+        ("Domain", UserSort::Domain),
+        ("Quota", UserSort::Quota),
+        ("Created", UserSort::Created),
+    ]
+    .into_iter()
+    .map(|(label, column)| {
+        let on = column == sort;
+        SortLink {
+            label,
+            href: format!(
+                "/users?domain={}&q={}&sort={}&dir={}",
+                enc(domain),
+                enc(q),
+                column.as_str(),
+                if on && !descending { "desc" } else { "asc" }
+            ),
+            current: match (on, descending) {
+                (false, _) => "",
+                (true, false) => "ascending",
+                (true, true) => "descending",
+            },
+        }
+    })
+    .collect()
 }
 
 #[derive(Deserialize, Default)]
@@ -751,6 +810,8 @@ async fn users_page(
     errors: Errors,
 ) -> Result<Response, AppError> {
     let page = q.page.unwrap_or(1).max(1);
+    let sort = store::UserSort::parse(&q.sort).unwrap_or_default();
+    let descending = q.dir == "desc";
     let result = ops::list_users(
         state,
         &c.actor,
@@ -758,6 +819,7 @@ async fn users_page(
         Some(q.q.clone()),
         (page - 1).saturating_mul(USERS_PER_PAGE),
         USERS_PER_PAGE,
+        (sort, descending),
     )
     .await?;
     let pages =
@@ -777,6 +839,9 @@ async fn users_page(
         csrf: c.csrf.clone(),
         superadmin: c.actor.is_superadmin(),
         domains: ops::list_domains(state, &c.actor).await?,
+        sort_links: sort_links(&domain, &q.q, sort, descending),
+        sort: sort.as_str(),
+        dir: if descending { "desc" } else { "asc" },
         domain,
         q: q.q,
         page,
@@ -1167,7 +1232,7 @@ async fn add_access(
                 s.parse::<i64>()
                     .ok()
                     .filter(|s| *s > 0)
-                    .map(|s| auth::now() + s)
+                    .map(|s| auth::now(&state) + s)
                     .ok_or_else(|| AppError::Invalid {
                         field: "expires",
                         message: "choose an expiry from the list".to_string(),
@@ -1581,7 +1646,7 @@ async fn totp_confirm(
     Form(f): Form<CodeForm>,
 ) -> Result<Response, AppError> {
     let secret = c.actor.admin.totp_secret.clone().unwrap_or_default();
-    if c.actor.admin.totp_enabled || !crate::totp::verify(&secret, &f.code, auth::now()) {
+    if c.actor.admin.totp_enabled || !crate::totp::verify(&secret, &f.code, auth::now(&state)) {
         let errors = Errors(vec![(
             "code",
             "That code does not match; check the app's clock and try the next one.".to_string(),
@@ -1689,8 +1754,9 @@ async fn account_login(
     auth::clear_failures(&state, &key).await?;
     session.cycle_id().await?;
     session
-        .insert(auth::MAILBOX, (addr.to_string(), auth::now()))
+        .insert(auth::MAILBOX, (addr.to_string(), auth::now(&state)))
         .await?;
+    session.insert(auth::SEEN_AT, auth::now(&state)).await?;
     auth::renew_csrf(&session).await?;
     Ok(Redirect::to("/account").into_response())
 }
@@ -1711,10 +1777,14 @@ async fn mailbox(state: &AppState, session: &Session) -> Result<Option<String>, 
         return Ok(None);
     };
     let absolute = i64::try_from(state.config.absolute_timeout.as_secs()).unwrap_or(i64::MAX);
-    if auth::now() - at > absolute {
+    let idle = i64::try_from(state.config.idle_timeout.as_secs()).unwrap_or(i64::MAX);
+    let seen_at = session.get::<i64>(auth::SEEN_AT).await?.unwrap_or(at);
+    let now = auth::now(state);
+    if now - at > absolute || now - seen_at > idle {
         session.flush().await?;
         return Ok(None);
     }
+    session.insert(auth::SEEN_AT, now).await?;
     Ok(Some(addr))
 }
 

@@ -61,6 +61,50 @@ pub struct UserQuery {
     pub limit: u32,
 }
 
+/// The order of a user listing. Each order ends with the address, so that pages of an
+/// equal quota or creation time neither overlap nor skip users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UserSort {
+    /// Domain, then local part (the default).
+    #[default]
+    Domain,
+    Address,
+    Quota,
+    Created,
+}
+
+impl UserSort {
+    /// The column names a query string may use; anything else is `None`.
+    pub fn parse(s: &str) -> Option<UserSort> {
+        match s {
+            "domain" => Some(UserSort::Domain),
+            "address" => Some(UserSort::Address),
+            "quota" => Some(UserSort::Quota),
+            "created" => Some(UserSort::Created),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserSort::Domain => "domain",
+            UserSort::Address => "address",
+            UserSort::Quota => "quota",
+            UserSort::Created => "created",
+        }
+    }
+
+    /// Only these fixed strings reach the SQL text.
+    fn columns(self) -> &'static [&'static str] {
+        match self {
+            UserSort::Domain => &["domain", "local_part"],
+            UserSort::Address => &["address"],
+            UserSort::Quota => &["quota_bytes", "address"],
+            UserSort::Created => &["created_at", "address"],
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserPage {
     pub users: Vec<User>,
@@ -195,6 +239,23 @@ impl Store {
     }
 
     pub async fn list_users(&self, q: &UserQuery) -> Result<UserPage, Error> {
+        self.list_users_sorted(q, UserSort::Domain, false).await
+    }
+
+    /// [`list_users`](Self::list_users) in the order of `sort`, reversed when `descending`.
+    pub async fn list_users_sorted(
+        &self,
+        q: &UserQuery,
+        sort: UserSort,
+        descending: bool,
+    ) -> Result<UserPage, Error> {
+        let direction = if descending { " DESC" } else { "" };
+        let order = sort
+            .columns()
+            .iter()
+            .map(|c| format!("{c}{direction}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let pattern = q.search.as_ref().map(|s| {
             let escaped = s
                 .to_lowercase()
@@ -213,7 +274,7 @@ impl Store {
         let limit = if q.limit == 0 { -1 } else { i64::from(q.limit) };
         let users = sqlx::query_as::<_, User>(&format!(
             "SELECT {USER_COLUMNS} FROM users WHERE {filter}
-             ORDER BY domain, local_part LIMIT ?3 OFFSET ?4"
+             ORDER BY {order} LIMIT ?3 OFFSET ?4"
         ))
         .bind(q.domain.as_ref().map(DomainName::as_str))
         .bind(pattern.as_deref())

@@ -8,4 +8,7 @@ mod api;
 mod browser;
 mod deliverability;
 mod harness;
+mod queue;
 mod security;
+mod sessions;
+mod users;
