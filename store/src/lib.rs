@@ -133,6 +133,15 @@ impl Store {
     }
 
     pub async fn close(self) {
+        // Fold the WAL back into the database first: a short-lived command (quickstart,
+        // the CLI) may exit before the pool's last connection has finished closing, and a
+        // WAL left behind would make an unchanged database look changed on disk.
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await
+        {
+            tracing::debug!("store: WAL checkpoint on close failed: {e}");
+        }
         self.pool.close().await;
     }
 }
