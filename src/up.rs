@@ -18,6 +18,9 @@ pub struct UpArgs {
     /// SMTP port on 127.0.0.1.
     #[arg(long, default_value_t = 2525)]
     smtp_port: u16,
+    /// Port of the loopback listener content filters re-inject into [default: SMTP port + 1].
+    #[arg(long)]
+    loopback_port: Option<u16>,
     /// HTTPS address of the console.
     #[arg(long, default_value = "127.0.0.1:8443")]
     console: std::net::SocketAddr,
@@ -49,7 +52,8 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 "# Written by `fugu up`: the local, unprivileged setup.\nhostname = \"localhost\"\nlisten = [\"127.0.0.1\"]\n\n\
                  [ports]\nsmtp = {}\nloopback = {}\n\n[provision]\noutputs = [\"smtpd\", \"dkim\"]\nlocal_delivery = \"maildir\"\n",
                 args.smtp_port,
-                args.smtp_port.saturating_add(1)
+                args.loopback_port
+                    .unwrap_or_else(|| args.smtp_port.saturating_add(1))
             ),
         )
         .with_context(|| format!("cannot write {}", settings.display()))?;

@@ -15,16 +15,22 @@ fn up_runs_the_mta_and_console_and_delivers_into_its_folder() {
     cmd.args(["up", "--dir"]).arg(&data).args([
         "--smtp-port",
         &smtp.to_string(),
+        // SMTP port + 1 (the default) may be some other test's connection right now.
+        "--loopback-port",
+        &free_port().to_string(),
         "--console",
         &format!("127.0.0.1:{console}"),
     ]);
     let mut up = Child::spawn("fugu up", cmd, &root.join("up.log"));
     let smtp_addr = SocketAddr::from(([127, 0, 0, 1], smtp));
-    wait_for_port(smtp_addr, Duration::from_secs(20));
-    wait_for_port(
-        SocketAddr::from(([127, 0, 0, 1], console)),
-        Duration::from_secs(20),
-    );
+    for addr in [smtp_addr, SocketAddr::from(([127, 0, 0, 1], console))] {
+        let ready = std::panic::catch_unwind(|| wait_for_port(addr, Duration::from_secs(60)));
+        assert!(
+            ready.is_ok(),
+            "nothing on {addr}; fugu up said:\n{}",
+            up.log()
+        );
+    }
     assert!(
         up.log().contains(&format!("smtp://127.0.0.1:{smtp}")),
         "{}",
