@@ -744,10 +744,13 @@ fn self_signed(host: &str, now: i64) -> anyhow::Result<SelfSigned> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = rcgen::CertificateParams::new(vec![host.to_string()])?;
     let day = now.div_euclid(86_400);
-    let (y, m, d) = civil_from_days(day);
-    params.not_before = rcgen::date_time_ymd(y, m, d);
-    let (y, m, d) = civil_from_days(day + SELF_SIGNED_DAYS);
-    params.not_after = rcgen::date_time_ymd(y, m, d);
+    let ymd = |days: i64| {
+        let (y, m, d) = mta::clock::civil_from_days(days);
+        // Years fit i32 and months/days u8 for any date a certificate can carry.
+        rcgen::date_time_ymd(y as i32, m as u8, d as u8)
+    };
+    params.not_before = ymd(day);
+    params.not_after = ymd(day + SELF_SIGNED_DAYS);
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, host);
@@ -758,21 +761,6 @@ fn self_signed(host: &str, now: i64) -> anyhow::Result<SelfSigned> {
         not_before: params.not_before.unix_timestamp(),
         not_after: params.not_after.unix_timestamp(),
     })
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day) (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y as i32, m as u8, d as u8)
 }
 
 /// 20 characters from an alphabet without look-alikes (about 100 bits).
@@ -877,6 +865,7 @@ mod tests {
 
     #[test]
     fn civil_dates_match_known_days() {
+        use mta::clock::civil_from_days;
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_723), (2024, 1, 1));
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));

@@ -196,7 +196,7 @@ fn mailq_layout(show_queue: &str) -> String {
         String::from("-----Q-ID----- ------Q-Time------ ------------Sender/Recipient-----------\n");
     let n = msgs.len();
     for m in msgs {
-        let date = mta::queue::bounce::asctime(
+        let date = mta::clock::asctime(
             std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(m.ctime).unwrap_or(0)),
         );
         // asctime: `Tue Nov 14 22:13:20 2023`; sendmail shows `Tue Nov 14 22:13`.
@@ -365,7 +365,7 @@ fn prepare(
         });
     }
     if !has("date") {
-        added.push(format!("Date: {}", mta::queue::bounce::rfc5322_date(now)));
+        added.push(format!("Date: {}", mta::clock::rfc5322_date(now)));
     }
     if !has("message-id") {
         let nanos = now

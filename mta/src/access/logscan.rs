@@ -14,6 +14,8 @@
 
 use std::net::IpAddr;
 
+use crate::clock::days_from_civil;
+
 /// One closed login connection with failed attempts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginFailure {
@@ -89,17 +91,6 @@ pub fn place_in_year(time_of_year: i64, now: i64) -> i64 {
 
 fn is_leap(y: i64) -> bool {
     (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
 }
 
 fn civil_year(unix: i64) -> i64 {

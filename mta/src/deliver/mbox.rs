@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use nix::fcntl::{Flock, FlockArg};
 
 use super::{Outcome, crlf_to_lf, trace_headers};
-use crate::queue::bounce::asctime;
+use crate::clock::asctime;
 
 #[derive(Debug, Clone)]
 pub struct Mbox {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use super::format::StoredEnvelope;
-use crate::clock::unix_seconds;
+use crate::clock::rfc5322_date;
 use crate::envelope::DsnRet;
 
 /// One recipient in a DSN.
@@ -60,72 +60,6 @@ pub fn status_of(f: &FailedRcpt) -> String {
     } else {
         "5.0.0".into()
     }
-}
-
-struct Civil {
-    year: i64,
-    month: usize,
-    day: i64,
-    weekday: usize,
-    secs_of_day: i64,
-}
-
-fn civil(t: SystemTime) -> Civil {
-    let secs = unix_seconds(t);
-    let days = secs.div_euclid(86400);
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    Civil {
-        year: yoe + era * 400 + i64::from(month <= 2),
-        month: (month - 1) as usize,
-        day,
-        weekday: days.rem_euclid(7) as usize,
-        secs_of_day: secs.rem_euclid(86400),
-    }
-}
-
-const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// RFC 5322 §3.3 date-time in UTC.
-pub fn rfc5322_date(t: SystemTime) -> String {
-    let c = civil(t);
-    let r = c.secs_of_day;
-    format!(
-        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
-        DAYS[c.weekday],
-        c.day,
-        MONTHS[c.month],
-        c.year,
-        r / 3600,
-        r % 3600 / 60,
-        r % 60
-    )
-}
-
-/// asctime(3) form in UTC, as in mbox `From ` lines: `Tue Nov 14 22:13:20 2023`.
-pub fn asctime(t: SystemTime) -> String {
-    let c = civil(t);
-    let r = c.secs_of_day;
-    format!(
-        "{} {} {:>2} {:02}:{:02}:{:02} {}",
-        DAYS[c.weekday],
-        MONTHS[c.month],
-        c.day,
-        r / 3600,
-        r % 3600 / 60,
-        r % 60,
-        c.year
-    )
 }
 
 fn headers_of(msg: &[u8]) -> &[u8] {
@@ -359,6 +293,7 @@ fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::asctime;
     use std::time::Duration;
 
     #[test]

@@ -3,9 +3,10 @@
 //! (RFC 1870: 552 5.3.4), and the final 250 only once the queue has committed.
 
 use super::framing::Framer;
-use super::received::{ReceivedInfo, received_header, rfc5322_date};
+use super::received::{ReceivedInfo, received_header};
 use super::submission::{HeaderFixup, message_id};
 use super::{Action, BareNewline, Message, Mode, Session, Wait, reply};
+use crate::clock::rfc5322_date;
 use crate::clock::unix_seconds;
 use crate::envelope::Origin;
 

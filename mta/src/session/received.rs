@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::time::SystemTime;
 
 use super::TlsInfo;
-use crate::clock::unix_seconds;
+use crate::clock::rfc5322_date;
 use crate::envelope::Origin;
 
 pub struct ReceivedInfo<'a> {
@@ -100,58 +100,4 @@ fn sanitize(s: &str) -> String {
         .map(|c| if c.is_control() { '?' } else { c })
         .take(255)
         .collect()
-}
-
-/// RFC 5322 §3.3 date-time in UTC: `Tue, 21 Nov 2026 10:00:00 +0000`.
-pub fn rfc5322_date(t: SystemTime) -> String {
-    let secs = unix_seconds(t);
-    let days = secs.div_euclid(86_400);
-    let tod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    // 1970-01-01 was a Thursday.
-    let wday = (days + 4).rem_euclid(7) as usize;
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
-        DAYS[wday],
-        d,
-        MONTHS[(m - 1) as usize],
-        y,
-        tod / 3600,
-        tod % 3600 / 60,
-        tod % 60
-    )
-}
-
-/// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn formats_rfc5322_dates() {
-        let t = SystemTime::UNIX_EPOCH;
-        assert_eq!(rfc5322_date(t), "Thu, 1 Jan 1970 00:00:00 +0000");
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_255_200);
-        assert_eq!(rfc5322_date(t), "Sat, 21 Nov 2026 10:00:00 +0000");
-        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(rfc5322_date(leap), "Tue, 29 Feb 2000 00:00:00 +0000");
-    }
 }
