@@ -70,6 +70,20 @@ enum AdminCmd {
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
     },
+    /// Fill the database with demo domains, users and aliases (for trying the console and
+    /// for its benchmark, scripts/bench-console). Every user gets the same password.
+    SeedDemo {
+        #[arg(long, default_value_t = 10_000)]
+        users: usize,
+        #[arg(long, default_value_t = 20_000)]
+        aliases: usize,
+        /// Users and aliases are spread over this many domains, demo1.test, demo2.test, …
+        #[arg(long, default_value_t = 10)]
+        domains: usize,
+        /// The one password every demo user gets (hashed once, the hash reused).
+        #[arg(long, default_value = "demo password")]
+        password: String,
+    },
 }
 
 pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
@@ -90,6 +104,18 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
             println!("created superadmin {}", admin.username);
             Ok(ExitCode::SUCCESS)
         });
+    }
+    if let Some(AdminCmd::SeedDemo {
+        users,
+        aliases,
+        domains,
+        password,
+    }) = args.command
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        return rt.block_on(seed_demo(&db, users, aliases, domains, &password));
     }
     let settings = crate::settings::Settings::load(args.config.as_deref())?;
     let console = &settings.console;
@@ -144,6 +170,60 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         };
         admin_web::serve(config, listeners, shutdown).await
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fugu admin seed-demo`: `user00001@demoN.test` … with display names and quotas that
+/// differ (so sorting by quota means something), and aliases
+/// `aliasNNNNN@demoN.test` pointing at users of the same domain.
+async fn seed_demo(
+    db: &std::path::Path,
+    users: usize,
+    aliases: usize,
+    domains: usize,
+    password: &str,
+) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(domains > 0, "--domains must be at least 1");
+    anyhow::ensure!(aliases == 0 || users > 0, "aliases need users to point at");
+    let store = store::Store::open(db).await?;
+    // One argon2id hash for everyone: hashing 10,000 passwords would take minutes.
+    let hash = password::hash(password, password::Scheme::Argon2id)?;
+    let names: Vec<store::DomainName> = (1..=domains)
+        .map(|d| store::DomainName::parse(&format!("demo{d}.test")))
+        .collect::<Result<_, _>>()?;
+    for name in &names {
+        if store.domain(name).await?.is_none() {
+            store.add_domain(name, "demo data").await?;
+        }
+    }
+    let user_address = |i: usize| format!("user{:05}@{}", i + 1, names[i % domains]);
+    let new_users = (0..users)
+        .map(|i| {
+            Ok(store::NewUser {
+                address: store::EmailAddress::parse(&user_address(i))?,
+                password_hash: hash.clone(),
+                display_name: format!("Demo User {:05}", i + 1),
+                quota_bytes: ((i * 7919) % 100) as u64 * (1 << 24),
+            })
+        })
+        .collect::<Result<Vec<_>, store::Error>>()?;
+    store.add_users(&new_users).await?;
+    let pairs = (0..aliases)
+        .map(|i| {
+            let user = i % users;
+            let d = &names[user % domains];
+            Ok((
+                store::AliasSource::parse(&format!("alias{:05}@{d}", i + 1))?,
+                store::EmailAddress::parse(&user_address(user))?,
+            ))
+        })
+        .collect::<Result<Vec<_>, store::Error>>()?;
+    store.add_alias_pairs(&pairs).await?;
+    store.close().await;
+    println!(
+        "seeded {domains} domains, {users} users and {aliases} aliases into {} (password {password:?})",
+        db.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -131,6 +131,12 @@ pub(crate) fn routes() -> Router<AppState> {
             "/api/v1/access-rules/{id}",
             axum::routing::delete(delete_rule),
         )
+        .route("/api/v1/queue", get(list_queue))
+        .route("/api/v1/queue/{id}", axum::routing::delete(delete_queued))
+        .route(
+            "/api/v1/queue/{id}/retry",
+            axum::routing::post(retry_queued),
+        )
         .merge(crate::certificates::api_routes())
         .route(
             "/api/v1/domains/{name}/dkim-keys",
@@ -599,6 +605,69 @@ async fn put_domain_policy(
 }
 
 // ---- OpenAPI ---------------------------------------------------------------------------
+
+// ---- queue -----------------------------------------------------------------------------
+
+fn queue_row_json(r: &crate::queue::QueueRow) -> Value {
+    json!({
+        "id": r.evpid,
+        "sender": r.sender,
+        "recipient": r.rcpt,
+        "state": r.state,
+        "retries": r.retries.parse::<i64>().unwrap_or(0),
+        "age_seconds": r.age_secs,
+        "next_attempt_seconds": r.next_secs,
+        "last_error": r.error,
+    })
+}
+
+async fn list_queue(State(state): State<AppState>, c: ApiCaller) -> ApiResult {
+    match crate::queue::list(&state, &c.actor).await? {
+        Some((rows, None)) => Ok(Json(
+            json!({"envelopes": rows.iter().map(queue_row_json).collect::<Vec<_>>()}),
+        )
+        .into_response()),
+        Some((_, Some(problem))) => {
+            Err(AppError::Upstream(format!("the mta answered: {problem}")).into())
+        }
+        None => Err(AppError::Unavailable(crate::queue::NOT_RUNNING.to_string()).into()),
+    }
+}
+
+async fn queue_action(
+    state: &AppState,
+    c: &ApiCaller,
+    action: crate::queue::Action,
+    id: &str,
+) -> ApiResult {
+    use crate::queue::Outcome;
+    c.require_write()?;
+    match crate::queue::act(state, &c.actor, action, id).await? {
+        Outcome::Done => Ok(StatusCode::NO_CONTENT.into_response()),
+        Outcome::NotRunning => {
+            Err(AppError::Unavailable(crate::queue::NOT_RUNNING.to_string()).into())
+        }
+        // The daemon's "no such message or envelope" is the API's 404.
+        Outcome::Refused(t) if t.starts_with("no such") => Err(AppError::NotFound(t).into()),
+        Outcome::Refused(t) => Err(AppError::Upstream(format!("the mta refused: {t}")).into()),
+    }
+}
+
+async fn retry_queued(
+    State(state): State<AppState>,
+    c: ApiCaller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    queue_action(&state, &c, crate::queue::Action::Retry, &id).await
+}
+
+async fn delete_queued(
+    State(state): State<AppState>,
+    c: ApiCaller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    queue_action(&state, &c, crate::queue::Action::Remove, &id).await
+}
 
 const OPENAPI: &str = include_str!("openapi.json");
 

@@ -60,6 +60,11 @@ pub(crate) async fn session_layer(
                 .filename(&config.sessions_path)
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
+                // Every request refreshes its session (idle expiry), so every request
+                // commits here: without an fsync per commit, since a session lost to a
+                // power cut only means signing in again. fsync stalls under disk load were
+                // the users page's p95 (scripts/bench-console).
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
                 .busy_timeout(store::BUSY_TIMEOUT),
         )
         .await

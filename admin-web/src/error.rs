@@ -41,6 +41,10 @@ pub(crate) enum AppError {
         message: String,
     },
     Internal(String),
+    /// A service the request needs is not running on this box (the mta's control socket).
+    Unavailable(String),
+    /// That service answered with an error or broke its protocol.
+    Upstream(String),
 }
 
 impl AppError {
@@ -51,13 +55,19 @@ impl AppError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
     pub fn message(&self) -> String {
         match self {
             AppError::Unauthenticated => "sign in first".to_string(),
-            AppError::Forbidden(m) | AppError::NotFound(m) | AppError::Internal(m) => m.clone(),
+            AppError::Forbidden(m)
+            | AppError::NotFound(m)
+            | AppError::Internal(m)
+            | AppError::Unavailable(m)
+            | AppError::Upstream(m) => m.clone(),
             AppError::Invalid { message, .. } => message.clone(),
         }
     }

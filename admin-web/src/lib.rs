@@ -10,8 +10,9 @@
 //! upload; the console serves the stored ones by SNI.
 //!
 //! It does not bind privileged ports by itself or drop privileges: the binary binds with
-//! [`bind`], drops privileges, then calls [`serve`]. It shows the mta's queue through the
-//! control socket when `Config::control_socket` names one. It does not render any file the
+//! [`bind`], drops privileges, then calls [`serve`]. It shows the mta's queue (page and
+//! `/api/v1/queue`) and the dashboard's mail-flow figures through the control socket when
+//! `Config::control_socket` names one. It does not render any file the
 //! provisioner owns.
 
 mod acme;
@@ -24,6 +25,7 @@ mod config;
 mod dkim;
 mod dns;
 mod error;
+mod mailflow;
 mod net;
 mod ops;
 mod pages;

@@ -506,34 +506,24 @@ struct DashboardPage {
     flash: Option<String>,
     domains: usize,
     users: i64,
-    aliases: usize,
+    aliases: i64,
     rules: Option<usize>,
+    /// Mail-flow figures from the mta; `None` for domain admins (they are server-wide).
+    flow: Option<crate::mailflow::FlowView>,
     recent: Vec<store::AuditEntry>,
 }
 
 async fn dashboard(State(state): State<AppState>, c: Console) -> Result<Response, AppError> {
     let domains = ops::list_domains(&state, &c.actor).await?;
-    let mut users = 0;
-    if c.actor.is_superadmin() {
-        users = ops::list_users(&state, &c.actor, None, None, 0, 1, Default::default())
-            .await?
-            .total;
-    } else {
-        for d in &domains {
-            users += ops::list_users(
-                &state,
-                &c.actor,
-                Some(&d.name),
-                None,
-                0,
-                1,
-                Default::default(),
-            )
-            .await?
-            .total;
-        }
-    }
-    let aliases = ops::list_aliases(&state, &c.actor, None).await?.len();
+    // Counted in SQL per domain: loading every alias row to count them took 300 ms at
+    // 20,000 aliases (scripts/bench-console).
+    let (users, aliases) = state
+        .store
+        .domain_counts()
+        .await?
+        .iter()
+        .filter(|d| c.actor.may_manage(&d.domain))
+        .fold((0, 0), |(u, a), d| (u + d.users, a + d.aliases));
     let rules = if c.actor.is_superadmin() {
         Some(
             ops::list_access_rules(&state, &c.actor, store::AccessQuery::default())
@@ -552,6 +542,11 @@ async fn dashboard(State(state): State<AppState>, c: Console) -> Result<Response
         })
         .await?
         .entries;
+    let flow = if c.actor.is_superadmin() {
+        Some(crate::mailflow::fetch(&state).await)
+    } else {
+        None
+    };
     Ok(DashboardPage {
         title: "Dashboard",
         flash: auth::take_flash(&c.session).await?,
@@ -560,6 +555,7 @@ async fn dashboard(State(state): State<AppState>, c: Console) -> Result<Response
         users,
         aliases,
         rules,
+        flow,
         recent,
     }
     .into_response())

@@ -18,6 +18,7 @@ use crate::AppState;
 use crate::auth::{self, Console};
 use crate::error::AppError;
 use crate::ops;
+use crate::ops::Actor;
 use crate::pages::{Nav, done, nav};
 
 /// The daemon answers at once; a hung daemon must not hang the page.
@@ -93,6 +94,11 @@ pub(crate) struct QueueRow {
     pub next: String,
     pub age: String,
     pub error: String,
+    /// `pending`, `inflight` or `offline`, as the daemon said.
+    pub state: &'static str,
+    /// Seconds until the next attempt, for pending recipients.
+    pub next_secs: Option<i64>,
+    pub age_secs: i64,
 }
 
 /// Parses OpenSMTPD's `show queue` line:
@@ -104,13 +110,14 @@ pub(crate) fn parse_line(line: &str) -> Option<QueueRow> {
     if f.len() != 15 || f[0].len() != 16 || !f[0].bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    let next = match (f[11], f[12].parse::<i64>()) {
-        ("pending", Ok(0)) => "now".to_string(),
-        ("pending", Ok(s)) => format!("in {}", span(s)),
-        ("inflight", _) => "in flight".to_string(),
-        ("offline", _) => "daemon offline".to_string(),
+    let (state, next_secs, next) = match (f[11], f[12].parse::<i64>()) {
+        ("pending", Ok(0)) => ("pending", Some(0), "now".to_string()),
+        ("pending", Ok(s)) => ("pending", Some(s), format!("in {}", span(s))),
+        ("inflight", _) => ("inflight", None, "in flight".to_string()),
+        ("offline", _) => ("offline", None, "daemon offline".to_string()),
         _ => return None,
     };
+    let age_secs = f[13].parse().ok()?;
     Some(QueueRow {
         evpid: f[0].to_string(),
         sender: if f[4].is_empty() {
@@ -121,8 +128,11 @@ pub(crate) fn parse_line(line: &str) -> Option<QueueRow> {
         rcpt: f[5].to_string(),
         retries: f[10].to_string(),
         next,
-        age: span(f[13].parse().ok()?),
+        age: span(age_secs),
         error: unescape(f[14]),
+        state,
+        next_secs,
+        age_secs,
     })
 }
 
@@ -170,16 +180,79 @@ struct QueuePage {
     problem: Option<String>,
 }
 
-pub(crate) async fn page(State(state): State<AppState>, c: Console) -> Result<Response, AppError> {
-    c.actor.require_superadmin()?;
+/// The queue as both the page and the API see it: `None` when the mta does not run here,
+/// otherwise its rows and the daemon's complaint if it answered with an error.
+pub(crate) async fn list(
+    state: &AppState,
+    actor: &Actor,
+) -> Result<Option<(Vec<QueueRow>, Option<String>)>, AppError> {
+    actor.require_superadmin()?;
     let answer = match &state.config.control_socket {
         Some(path) => request(path, "show queue").await,
         None => Err(ControlError::NotRunning),
     };
-    let (rows, problem) = match answer {
-        Ok(body) => (Some(body.lines().filter_map(parse_line).collect()), None),
-        Err(ControlError::NotRunning) => (None, None),
-        Err(ControlError::Refused(t) | ControlError::Protocol(t)) => (Some(Vec::new()), Some(t)),
+    Ok(match answer {
+        Ok(body) => Some((body.lines().filter_map(parse_line).collect(), None)),
+        Err(ControlError::NotRunning) => None,
+        Err(ControlError::Refused(t) | ControlError::Protocol(t)) => Some((Vec::new(), Some(t))),
+    })
+}
+
+/// What became of a retry or delete the daemon was asked for.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Done,
+    NotRunning,
+    /// The daemon's own words, e.g. `no such message or envelope: …`.
+    Refused(String),
+}
+
+/// The queue actions: `schedule` (retry now) or `remove`, the only verbs that reach the
+/// daemon from here, audited as `queue.<verb>` when the daemon carried them out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Action {
+    Retry,
+    Remove,
+}
+
+impl Action {
+    fn verb(self) -> &'static str {
+        match self {
+            Action::Retry => "schedule",
+            Action::Remove => "remove",
+        }
+    }
+}
+
+pub(crate) async fn act(
+    state: &AppState,
+    actor: &Actor,
+    action: Action,
+    id: &str,
+) -> Result<Outcome, AppError> {
+    actor.require_superadmin()?;
+    // Only ids reach the daemon: nothing else can be smuggled into the request line.
+    if id.is_empty() || id.len() > 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AppError::NotFound(format!("no such envelope: {id}")));
+    }
+    let Some(path) = &state.config.control_socket else {
+        return Ok(Outcome::NotRunning);
+    };
+    let verb = action.verb();
+    Ok(match request(path, &format!("{verb} {id}")).await {
+        Ok(_) => {
+            ops::audit_event(state, actor, &format!("queue.{verb}"), id, None).await?;
+            Outcome::Done
+        }
+        Err(ControlError::NotRunning) => Outcome::NotRunning,
+        Err(ControlError::Refused(t) | ControlError::Protocol(t)) => Outcome::Refused(t),
+    })
+}
+
+pub(crate) async fn page(State(state): State<AppState>, c: Console) -> Result<Response, AppError> {
+    let (rows, problem) = match list(&state, &c.actor).await? {
+        Some((rows, problem)) => (Some(rows), problem),
+        None => (None, None),
     };
     let view = QueuePage {
         title: "Mail queue",
@@ -192,43 +265,31 @@ pub(crate) async fn page(State(state): State<AppState>, c: Console) -> Result<Re
     Ok(axum::response::IntoResponse::into_response(view))
 }
 
-async fn act(
+async fn act_page(
     state: &AppState,
     c: &Console,
-    verb: &str,
+    action: Action,
     id: &str,
-    audit: &str,
-    success: &str,
 ) -> Result<Response, AppError> {
-    c.actor.require_superadmin()?;
-    // Only ids reach the daemon: nothing else can be smuggled into the request line.
-    if id.is_empty() || id.len() > 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(AppError::NotFound(format!("no such envelope: {id}")));
-    }
-    let Some(path) = &state.config.control_socket else {
-        return done(&c.session, NOT_RUNNING.to_string(), "/queue").await;
-    };
-    let message = match request(path, &format!("{verb} {id}")).await {
-        Ok(_) => {
-            ops::audit_event(state, &c.actor, audit, id, None).await?;
-            format!("{success} {id}.")
-        }
-        Err(ControlError::NotRunning) => NOT_RUNNING.to_string(),
-        Err(ControlError::Refused(t) | ControlError::Protocol(t)) => {
-            format!("The mta refused: {t}")
-        }
+    let message = match act(state, &c.actor, action, id).await? {
+        Outcome::Done => match action {
+            Action::Retry => format!("Scheduled {id}."),
+            Action::Remove => format!("Removed {id}."),
+        },
+        Outcome::NotRunning => NOT_RUNNING.to_string(),
+        Outcome::Refused(t) => format!("The mta refused: {t}"),
     };
     done(&c.session, message, "/queue").await
 }
 
-const NOT_RUNNING: &str = "The mta is not running on this box.";
+pub(crate) const NOT_RUNNING: &str = "The mta is not running on this box.";
 
 pub(crate) async fn retry(
     State(state): State<AppState>,
     c: Console,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    act(&state, &c, "schedule", &id, "queue.schedule", "Scheduled").await
+    act_page(&state, &c, Action::Retry, &id).await
 }
 
 pub(crate) async fn remove(
@@ -236,7 +297,7 @@ pub(crate) async fn remove(
     c: Console,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    act(&state, &c, "remove", &id, "queue.remove", "Removed").await
+    act_page(&state, &c, Action::Remove, &id).await
 }
 
 #[cfg(test)]

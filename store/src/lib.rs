@@ -40,7 +40,7 @@ pub use dkim::{
     parse_selector,
 };
 pub use error::Error;
-pub use records::{Alias, Domain, NewUser, User, UserPage, UserQuery, UserSort};
+pub use records::{Alias, Domain, DomainCounts, NewUser, User, UserPage, UserQuery, UserSort};
 pub use snapshot::Snapshot;
 pub use tokens::{ApiToken, TokenScope};
 

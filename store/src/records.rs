@@ -105,6 +105,14 @@ impl UserSort {
     }
 }
 
+/// How many users and aliases (source-destination pairs) a domain has.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DomainCounts {
+    pub domain: String,
+    pub users: i64,
+    pub aliases: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserPage {
     pub users: Vec<User>,
@@ -181,6 +189,19 @@ impl Store {
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
+    /// Users and aliases per domain, in one query over the domain indexes (the dashboard
+    /// counts without loading 20,000 aliases).
+    pub async fn domain_counts(&self) -> Result<Vec<DomainCounts>, Error> {
+        Ok(sqlx::query_as::<_, DomainCounts>(
+            "SELECT d.name AS domain,
+                    (SELECT count(*) FROM users u WHERE u.domain = d.name) AS users,
+                    (SELECT count(*) FROM aliases a WHERE a.domain = d.name) AS aliases
+             FROM domains d ORDER BY d.name",
+        )
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     /// Removes a domain with its users, aliases and keys (the schema cascades).
     pub async fn remove_domain(&self, name: &DomainName) -> Result<(), Error> {
         let done = sqlx::query("DELETE FROM domains WHERE name = ?")
@@ -229,6 +250,50 @@ impl Store {
         })
     }
 
+    /// Adds many users in one transaction, all or none (imports, demo data): one fsync
+    /// instead of one per user. The same checks as [`add_user`](Self::add_user).
+    pub async fn add_users(&self, users: &[NewUser]) -> Result<usize, Error> {
+        let mut tx = self.pool().begin().await?;
+        for new in users {
+            if password::family(&new.password_hash).is_none() {
+                return Err(password::Error::UnsupportedHash.into());
+            }
+            let domain = new.address.domain();
+            let quota = i64::try_from(new.quota_bytes).unwrap_or(i64::MAX);
+            sqlx::query(
+                "INSERT INTO users (domain, local_part, address, password_hash, display_name,
+                                    quota_bytes, uid, gid, home)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6,
+                        CAST((SELECT value FROM settings WHERE key = 'vmail_uid') AS INTEGER),
+                        CAST((SELECT value FROM settings WHERE key = 'vmail_gid') AS INTEGER),
+                        (SELECT value FROM settings WHERE key = 'vmail_home') || '/' || ?1 || '/' || ?2
+                 WHERE EXISTS (SELECT 1 FROM domains WHERE name = ?1)",
+            )
+            .bind(domain.as_str())
+            .bind(new.address.local_part().as_str())
+            .bind(new.address.to_string())
+            .bind(&new.password_hash)
+            .bind(&new.display_name)
+            .bind(quota)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::UserExists(new.address.to_string())
+                } else {
+                    e.into()
+                }
+            })
+            .and_then(|done| {
+                exactly_one(done.rows_affected(), || {
+                    Error::DomainNotFound(domain.to_string())
+                })
+            })?;
+        }
+        tx.commit().await?;
+        Ok(users.len())
+    }
+
     pub async fn user(&self, address: &EmailAddress) -> Result<Option<User>, Error> {
         Ok(sqlx::query_as::<_, User>(&format!(
             "SELECT {USER_COLUMNS} FROM users WHERE address = ?"
@@ -264,24 +329,57 @@ impl Store {
                 .replace('_', "\\_");
             format!("%{escaped}%")
         });
-        let filter = "(?1 IS NULL OR domain = ?1)
-             AND (?2 IS NULL OR address LIKE ?2 ESCAPE '\\' OR lower(display_name) LIKE ?2 ESCAPE '\\')";
-        let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM users WHERE {filter}"))
-            .bind(q.domain.as_ref().map(DomainName::as_str))
-            .bind(pattern.as_deref())
-            .fetch_one(self.pool())
-            .await?;
+        let domain = q.domain.as_ref().map(DomainName::as_str);
         let limit = if q.limit == 0 { -1 } else { i64::from(q.limit) };
+        let count = async |filter: &str| -> Result<i64, Error> {
+            Ok(
+                sqlx::query_scalar(&format!("SELECT count(*) FROM users WHERE {filter}"))
+                    .bind(domain)
+                    .bind(pattern.as_deref())
+                    .fetch_one(self.pool())
+                    .await?,
+            )
+        };
+        let Some(pattern) = pattern.as_deref() else {
+            // Without a search, the page walks the index of its order (0005) and stops
+            // after offset + limit rows; the count reads only an index.
+            let filter = "(?1 IS NULL OR domain = ?1) AND ?2 IS NULL";
+            let users = sqlx::query_as::<_, User>(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE {filter}
+                 ORDER BY {order} LIMIT ?3 OFFSET ?4"
+            ))
+            .bind(domain)
+            .bind(Option::<&str>::None)
+            .bind(limit)
+            .bind(i64::from(q.offset))
+            .fetch_all(self.pool())
+            .await?;
+            return Ok(UserPage {
+                users,
+                total: count(filter).await?,
+            });
+        };
+        // A substring matches anywhere, so every row is read anyway: one scan of the table
+        // (NOT INDEXED: walking an order's index costs a lookup per row, 3-5x slower for
+        // a rare match at 10,000 users) filters and sorts only ids and sort keys; the page's
+        // 50 rows are read by id afterwards. Sorting whole rows of 10,000 matches took 20 ms.
+        // SQLite's LIKE ignores ASCII case and its lower() changes nothing else, so the
+        // lower-cased pattern needs no lower() on the column.
+        let filter = "(?1 IS NULL OR domain = ?1)
+             AND (address LIKE ?2 ESCAPE '\\' OR display_name LIKE ?2 ESCAPE '\\')";
         let users = sqlx::query_as::<_, User>(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE {filter}
-             ORDER BY {order} LIMIT ?3 OFFSET ?4"
+            "SELECT {USER_COLUMNS} FROM users WHERE id IN (
+                 SELECT id FROM users NOT INDEXED WHERE {filter}
+                 ORDER BY {order} LIMIT ?3 OFFSET ?4)
+             ORDER BY {order}"
         ))
-        .bind(q.domain.as_ref().map(DomainName::as_str))
-        .bind(pattern.as_deref())
+        .bind(domain)
+        .bind(pattern)
         .bind(limit)
         .bind(i64::from(q.offset))
         .fetch_all(self.pool())
         .await?;
+        let total = count(filter).await?;
         Ok(UserPage { users, total })
     }
 
@@ -412,6 +510,46 @@ impl Store {
         }
         tx.commit().await?;
         Ok(added)
+    }
+
+    /// Adds many `source -> destination` pairs in one transaction, all or none.
+    pub async fn add_alias_pairs(
+        &self,
+        pairs: &[(AliasSource, EmailAddress)],
+    ) -> Result<usize, Error> {
+        let mut tx = self.pool().begin().await?;
+        for (source, destination) in pairs {
+            if destination.to_string() == source.to_string() {
+                return Err(Error::AliasLoop(destination.to_string()));
+            }
+            let domain = source.domain();
+            sqlx::query(
+                "INSERT INTO aliases (domain, source, destination)
+                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM domains WHERE name = ?1)",
+            )
+            .bind(domain.as_str())
+            .bind(source.to_string())
+            .bind(destination.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::AliasExists {
+                        from: source.to_string(),
+                        to: destination.to_string(),
+                    }
+                } else {
+                    e.into()
+                }
+            })
+            .and_then(|done| {
+                exactly_one(done.rows_affected(), || {
+                    Error::DomainNotFound(domain.to_string())
+                })
+            })?;
+        }
+        tx.commit().await?;
+        Ok(pairs.len())
     }
 
     pub async fn list_aliases(&self, domain: Option<&DomainName>) -> Result<Vec<Alias>, Error> {

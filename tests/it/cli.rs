@@ -194,3 +194,36 @@ fn encrypt_hashes_each_input_line_like_smtpctl() {
     root.fugu_stdin(&["encrypt"], "")
         .fails_with("no password on standard input");
 }
+
+#[test]
+fn seed_demo_spreads_users_and_aliases_over_demo_domains() {
+    let root = Root::new();
+    let out = root
+        .fugu(&[
+            "admin",
+            "seed-demo",
+            "--users",
+            "30",
+            "--aliases",
+            "40",
+            "--domains",
+            "3",
+        ])
+        .success()
+        .to_string();
+    assert!(
+        out.starts_with("seeded 3 domains, 30 users and 40 aliases into "),
+        "{out}"
+    );
+    assert_eq!(root.fugu(&["domain", "list"]).success().lines().count(), 3);
+    let users = root.fugu(&["user", "list"]).success().to_string();
+    assert_eq!(users.lines().count(), 30, "{users}");
+    assert!(users.contains("user00030@demo3.test"), "{users}");
+    // Alias 31 wraps round to the first user, in that user's domain.
+    let aliases = root.fugu(&["alias", "list"]).success().to_string();
+    assert_eq!(aliases.lines().count(), 40, "{aliases}");
+    assert!(
+        aliases.contains("alias00031@demo1.test\tuser00001@demo1.test"),
+        "{aliases}"
+    );
+}

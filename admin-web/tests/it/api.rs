@@ -66,7 +66,17 @@ fn ring_sha256(s: &str) -> String {
 }
 
 async fn token(console: &Console, scope: &str) -> crate::harness::Client {
-    let mut c = console.login("root", "correct horse battery").await;
+    token_as(console, "root", scope).await
+}
+
+/// An API client with a new token of `scope` made by `username` (password
+/// "correct horse battery") on the console's tokens page.
+pub(crate) async fn token_as(
+    console: &Console,
+    username: &str,
+    scope: &str,
+) -> crate::harness::Client {
+    let mut c = console.login(username, "correct horse battery").await;
     let csrf = c.get("/tokens").await.csrf();
     let page = c
         .post_form(

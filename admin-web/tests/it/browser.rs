@@ -273,7 +273,11 @@ fn operator_walks_through_the_console_in_headless_chromium() {
 }
 
 async fn walk() {
-    let console = Console::start().await;
+    // A scripted mta behind the control socket, so the dashboard and queue have content.
+    let sockdir = tempfile::tempdir().unwrap();
+    let socket = sockdir.path().join("control.sock");
+    crate::queue::spawn_daemon(&socket, &[crate::queue::DEFERRED, crate::queue::BOUNCE]);
+    let console = Console::start_with(|c| c.control_socket = Some(socket.clone())).await;
     let base = format!("https://localhost:{}", console.addr.port());
     let b = Driver::start().await;
 
@@ -376,6 +380,13 @@ async fn walk() {
         assert!(page.contains(action), "audit log lacks {action}");
     }
     b.shot("08-audit").await;
+
+    b.goto(&format!("{base}/")).await;
+    b.wait_text("delivered").await;
+    b.shot("10-dashboard").await;
+    b.goto(&format!("{base}/queue")).await;
+    b.wait_text("greylisted").await;
+    b.shot("11-queue").await;
 
     b.click("header form button").await;
     b.wait_path("/login").await;

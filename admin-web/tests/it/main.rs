@@ -6,6 +6,7 @@
 mod acme;
 mod api;
 mod browser;
+mod dashboard;
 mod deliverability;
 mod harness;
 mod queue;

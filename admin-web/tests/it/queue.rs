@@ -7,18 +7,20 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
+use crate::api::token_as;
 use crate::harness::{Console, golden, stable};
 
-const DEFERRED: &str = "1a2b3c4d9e8f7a6b|inet|relay||alice@example.org|bob@example.net|bob@example.net|1000|2000|1300|2|pending|420|3700|421 4.7.0 try later \\| greylisted";
-const BOUNCE: &str = "5e6f70810000002a|local|deliver|bounce||carol@example.org|carol@example.org|0|0|0|0|inflight|0|90000|";
+pub const DEFERRED: &str = "1a2b3c4d9e8f7a6b|inet|relay||alice@example.org|bob@example.net|bob@example.net|1000|2000|1300|2|pending|420|3700|421 4.7.0 try later \\| greylisted";
+pub const BOUNCE: &str = "5e6f70810000002a|local|deliver|bounce||carol@example.org|carol@example.org|0|0|0|0|inflight|0|90000|";
 
-/// The daemon's side: a queue of `show queue` lines, and every request line it received.
-struct Daemon {
+/// The daemon's side: a queue of `show queue` lines, and every request line it received;
+/// `show stats` answers the dashboard's fixed figures.
+pub struct Daemon {
     queue: Mutex<Vec<String>>,
-    requests: Mutex<Vec<String>>,
+    pub requests: Mutex<Vec<String>>,
 }
 
-fn spawn_daemon(socket: &Path, lines: &[&str]) -> Arc<Daemon> {
+pub fn spawn_daemon(socket: &Path, lines: &[&str]) -> Arc<Daemon> {
     let daemon = Arc::new(Daemon {
         queue: Mutex::new(lines.iter().map(|l| l.to_string()).collect()),
         requests: Mutex::new(Vec::new()),
@@ -37,6 +39,7 @@ fn spawn_daemon(socket: &Path, lines: &[&str]) -> Arc<Daemon> {
                 let mut q = d.queue.lock().unwrap();
                 match line.split_once(' ') {
                     Some(("show", "queue")) => Ok(q.iter().map(|l| format!("{l}\n")).collect()),
+                    Some(("show", "stats")) => Ok(crate::dashboard::STATS.to_string()),
                     Some(("schedule", id)) if q.iter().any(|l| l.starts_with(id)) => {
                         Ok(String::new())
                     }
@@ -195,14 +198,14 @@ async fn a_domain_admin_may_not_see_the_queue() {
 
 /// A real `fugu smtpd` whose mail for `stuck.test` goes to an LMTP socket nobody listens
 /// on, so it stays queued with a last error (the set-up of fugu-tests' `ctl` module).
-struct Smtpd {
-    root: fugu_tests::fugu::Root,
+pub struct Smtpd {
+    pub root: fugu_tests::fugu::Root,
     smtp: std::net::SocketAddr,
     child: Option<fugu_tests::process::Child>,
 }
 
 impl Smtpd {
-    fn start() -> Smtpd {
+    pub fn start() -> Smtpd {
         use std::time::Duration;
         let root = fugu_tests::fugu::Root::new();
         let port = fugu_tests::net::free_port();
@@ -234,11 +237,11 @@ impl Smtpd {
         s
     }
 
-    fn socket(&self) -> std::path::PathBuf {
+    pub fn socket(&self) -> std::path::PathBuf {
         self.root.join("spool").join("control.sock")
     }
 
-    fn send(&self, from: &str, to: &str) {
+    pub fn send(&self, from: &str, to: &str) {
         let mut c = fugu_tests::smtp::Client::connect(self.smtp);
         c.expect("220 *");
         c.send("EHLO client.test");
@@ -255,12 +258,19 @@ impl Smtpd {
     }
 }
 
-impl Drop for Smtpd {
-    fn drop(&mut self) {
+impl Smtpd {
+    /// Kills the daemon; its control socket file stays behind, as after a crash.
+    pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.signal(9);
             c.wait_timeout(std::time::Duration::from_secs(10));
         }
+    }
+}
+
+impl Drop for Smtpd {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -311,5 +321,190 @@ async fn a_real_smtpd_queue_is_listed_retried_and_emptied_from_the_console() {
         .await;
     let body = wait_page(&mut root, &format!("Removed {evpid}."), &log).await;
     assert!(body.contains("The queue is empty."), "{body}");
+    console.stop().await;
+}
+
+// ---- the same queue through /api/v1/queue ----------------------------------------------
+
+/// Makes `dora`, a domain admin of example.org, beside the superadmin `root`.
+async fn add_domain_admin(root: &mut crate::harness::Client) {
+    let csrf = root.get("/admins").await.csrf();
+    root.post_form("/domains", &[("csrf", &csrf), ("name", "example.org")])
+        .await;
+    let r = root
+        .post_form(
+            "/admins",
+            &[
+                ("csrf", &csrf),
+                ("username", "dora"),
+                ("password", "correct horse battery"),
+                ("role", "domain_admin"),
+                ("domains", "example.org"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+}
+
+#[tokio::test]
+async fn the_queue_api_lists_retries_and_deletes_within_token_scopes() {
+    let sockdir = tempfile::tempdir().unwrap();
+    let socket = sockdir.path().join("control.sock");
+    let daemon = spawn_daemon(&socket, &[DEFERRED, BOUNCE]);
+    let console = Console::start_with(|c| c.control_socket = Some(socket.clone())).await;
+    let mut root = console.superadmin().await;
+    add_domain_admin(&mut root).await;
+    let mut reader = token_as(&console, "root", "read").await;
+    let mut writer = token_as(&console, "root", "read-write").await;
+    let mut dora = token_as(&console, "dora", "read-write").await;
+
+    let r = reader.get("/api/v1/queue").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["envelopes"],
+        serde_json::json!([
+            {"id": "1a2b3c4d9e8f7a6b", "sender": "alice@example.org",
+             "recipient": "bob@example.net", "state": "pending", "retries": 2,
+             "age_seconds": 3700, "next_attempt_seconds": 420,
+             "last_error": "421 4.7.0 try later | greylisted"},
+            {"id": "5e6f70810000002a", "sender": "<>",
+             "recipient": "carol@example.org", "state": "inflight", "retries": 0,
+             "age_seconds": 90000, "next_attempt_seconds": null, "last_error": ""},
+        ])
+    );
+
+    // Neither a read-only token nor a domain admin's reaches the daemon.
+    let r = reader
+        .request("POST", "/api/v1/queue/1a2b3c4d9e8f7a6b/retry", None, "")
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"]["message"], "this token is read-only");
+    assert_eq!(dora.get("/api/v1/queue").await.status, 403);
+    let r = dora
+        .request("DELETE", "/api/v1/queue/1a2b3c4d9e8f7a6b", None, "")
+        .await;
+    assert_eq!(r.status, 403);
+    // An id that is not hex is refused before the daemon sees it.
+    let r = writer
+        .request("DELETE", "/api/v1/queue/1a2b%20show", None, "")
+        .await;
+    assert_eq!(r.status, 404);
+
+    let r = writer
+        .request("POST", "/api/v1/queue/1a2b3c4d9e8f7a6b/retry", None, "")
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = writer
+        .request("DELETE", "/api/v1/queue/5e6f70810000002a", None, "")
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = writer
+        .request("DELETE", "/api/v1/queue/5e6f70810000002a", None, "")
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "no such message or envelope: 5e6f70810000002a"
+    );
+    let r = reader.get("/api/v1/queue").await;
+    assert_eq!(r.json()["envelopes"].as_array().unwrap().len(), 1);
+
+    assert_eq!(
+        *daemon.requests.lock().unwrap(),
+        [
+            "show queue",
+            "schedule 1a2b3c4d9e8f7a6b",
+            "remove 5e6f70810000002a",
+            "remove 5e6f70810000002a",
+            "show queue",
+        ]
+    );
+    let audit = console
+        .store
+        .list_audit(&store::AuditQuery {
+            action: Some("queue.".to_string()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut actions: Vec<(&str, &str)> = audit
+        .entries
+        .iter()
+        .map(|e| (e.action.as_str(), e.object.as_str()))
+        .collect();
+    actions.reverse();
+    assert_eq!(
+        actions,
+        [
+            ("queue.schedule", "1a2b3c4d9e8f7a6b"),
+            ("queue.remove", "5e6f70810000002a"),
+        ]
+    );
+    console.stop().await;
+}
+
+#[tokio::test]
+async fn the_queue_api_answers_503_without_a_running_mta() {
+    let sockdir = tempfile::tempdir().unwrap();
+    let socket = sockdir.path().join("control.sock");
+    let console = Console::start_with(|c| c.control_socket = Some(socket)).await;
+    console.superadmin().await;
+    let mut api = token_as(&console, "root", "read-write").await;
+    let r = api.get("/api/v1/queue").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "The mta is not running on this box."
+    );
+    let r = api
+        .request("POST", "/api/v1/queue/1a2b3c4d9e8f7a6b/retry", None, "")
+        .await;
+    assert_eq!(r.status, 503);
+    console.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_smtpd_queue_is_listed_and_emptied_through_the_api() {
+    let smtpd = Smtpd::start();
+    smtpd.send("alice@client.test", "bob@stuck.test");
+    let console = Console::start_with(|c| c.control_socket = Some(smtpd.socket())).await;
+    console.superadmin().await;
+    let mut api = token_as(&console, "root", "read-write").await;
+
+    let mut envelope = serde_json::Value::Null;
+    for _ in 0..200 {
+        let r = api.get("/api/v1/queue").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let e = r.json()["envelopes"][0].clone();
+        if e["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nobody-listens.sock")
+        {
+            envelope = e;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(envelope["sender"], "alice@client.test", "{envelope}");
+    assert_eq!(envelope["recipient"], "bob@stuck.test");
+    assert_eq!(envelope["state"], "pending");
+    assert!(
+        envelope["next_attempt_seconds"].as_i64().unwrap() > 0,
+        "{envelope}"
+    );
+    let id = envelope["id"].as_str().unwrap();
+
+    let r = api
+        .request("POST", &format!("/api/v1/queue/{id}/retry"), None, "")
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = api
+        .request("DELETE", &format!("/api/v1/queue/{id}"), None, "")
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = api.get("/api/v1/queue").await;
+    assert_eq!(r.json()["envelopes"], serde_json::json!([]));
     console.stop().await;
 }

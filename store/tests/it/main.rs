@@ -347,3 +347,173 @@ async fn sender_and_credentials_views_follow_users_and_aliases() {
             .unwrap();
     assert_eq!(userbase, ("vmail".into(), 5000, 5000, "/var/vmail".into()));
 }
+
+#[tokio::test]
+async fn bulk_users_and_aliases_go_in_whole_or_not_at_all() {
+    let (_dir, store) = fresh().await;
+    store.add_domain(&domain("example.org"), "").await.unwrap();
+    let users: Vec<NewUser> = (0..300)
+        .map(|i| new_user(&format!("user{i:03}@example.org")))
+        .collect();
+    assert_eq!(store.add_users(&users).await.unwrap(), 300);
+    let u = store
+        .user(&addr("user042@example.org"))
+        .await
+        .unwrap()
+        .unwrap();
+    // uid, gid and home come from the vmail settings, as for a single add.
+    assert_eq!(
+        (u.uid, u.home.as_str()),
+        (5000, "/var/vmail/example.org/user042")
+    );
+
+    // A duplicate, or a domain that does not exist, rolls the whole batch back.
+    let again = [
+        new_user("fresh@example.org"),
+        new_user("user001@example.org"),
+    ];
+    assert!(matches!(
+        store.add_users(&again).await,
+        Err(Error::UserExists(a)) if a == "user001@example.org"
+    ));
+    let elsewhere = [new_user("fresh@example.org"), new_user("x@nowhere.test")];
+    assert!(matches!(
+        store.add_users(&elsewhere).await,
+        Err(Error::DomainNotFound(d)) if d == "nowhere.test"
+    ));
+    assert_eq!(store.user(&addr("fresh@example.org")).await.unwrap(), None);
+    assert_eq!(
+        store.list_users(&UserQuery::default()).await.unwrap().total,
+        300
+    );
+
+    let pairs: Vec<(AliasSource, EmailAddress)> = (0..50)
+        .map(|i| {
+            (
+                AliasSource::parse(&format!("alias{i}@example.org")).unwrap(),
+                addr(&format!("user{i:03}@example.org")),
+            )
+        })
+        .collect();
+    assert_eq!(store.add_alias_pairs(&pairs).await.unwrap(), 50);
+    assert_eq!(
+        store.virtual_lookup("alias7@example.org").await.unwrap(),
+        ["user007@example.org"]
+    );
+    let looped = [(
+        AliasSource::parse("user001@example.org").unwrap(),
+        addr("user001@example.org"),
+    )];
+    assert!(matches!(
+        store.add_alias_pairs(&looped).await,
+        Err(Error::AliasLoop(_))
+    ));
+    assert_eq!(store.list_aliases(None).await.unwrap().len(), 50);
+}
+
+#[tokio::test]
+async fn domain_counts_cover_every_domain_even_empty_ones() {
+    let (_dir, store) = fresh().await;
+    store.add_domain(&domain("example.org"), "").await.unwrap();
+    store.add_domain(&domain("empty.test"), "").await.unwrap();
+    store
+        .add_users(&[new_user("a@example.org"), new_user("b@example.org")])
+        .await
+        .unwrap();
+    store
+        .add_aliases(
+            &AliasSource::parse("team@example.org").unwrap(),
+            &[addr("a@example.org"), addr("b@example.org")],
+        )
+        .await
+        .unwrap();
+    let counts: Vec<(String, i64, i64)> = store
+        .domain_counts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.domain, c.users, c.aliases))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("empty.test".to_string(), 0, 0),
+            ("example.org".to_string(), 2, 2)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn every_user_sort_order_walks_an_index() {
+    let (_dir, store) = fresh().await;
+    // The orders store::UserSort produces; a temp B-tree would mean sorting the table.
+    for order in [
+        "domain, local_part",
+        "domain DESC, local_part DESC",
+        "quota_bytes DESC, address DESC",
+        "created_at, address",
+        "address DESC",
+    ] {
+        let plan: Vec<String> = sqlx::query(&format!(
+            "EXPLAIN QUERY PLAN SELECT id FROM users ORDER BY {order} LIMIT 50"
+        ))
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| sqlx::Row::get::<String, _>(r, "detail"))
+        .collect();
+        assert!(
+            plan.iter().any(|d| d.contains("INDEX"))
+                && !plan.iter().any(|d| d.contains("TEMP B-TREE")),
+            "ORDER BY {order}: {plan:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_search_counts_its_matches_on_every_page_and_past_the_last() {
+    let (_dir, store) = fresh().await;
+    store.add_domain(&domain("example.org"), "").await.unwrap();
+    let users: Vec<NewUser> = (0..120)
+        .map(|i| NewUser {
+            display_name: format!("Member {i:03}"),
+            quota_bytes: (i % 7) as u64,
+            ..new_user(&format!("u{i:03}@example.org"))
+        })
+        .collect();
+    store.add_users(&users).await.unwrap();
+    let page = |search: &str, offset| UserQuery {
+        search: Some(search.into()),
+        offset,
+        limit: 50,
+        domain: Some(domain("example.org")),
+    };
+    // "MEMBER 1" matches display names 100..119, in any case.
+    let p = store
+        .list_users_sorted(&page("MEMBER 1", 0), store::UserSort::Quota, true)
+        .await
+        .unwrap();
+    assert_eq!(p.total, 20);
+    assert_eq!(p.users.len(), 20);
+    // Quota descending, then address descending: 6 (i = 104, 111, 118), then 5 …
+    assert_eq!(
+        p.users[..3]
+            .iter()
+            .map(|u| u.address.as_str())
+            .collect::<Vec<_>>(),
+        ["u118@example.org", "u111@example.org", "u104@example.org"]
+    );
+    let p = store
+        .list_users_sorted(&page("member", 100), store::UserSort::Address, false)
+        .await
+        .unwrap();
+    assert_eq!((p.total, p.users.len()), (120, 20));
+    assert_eq!(p.users[0].address, "u100@example.org");
+    // Past the last page: no rows, and still the count.
+    let p = store
+        .list_users_sorted(&page("member", 500), store::UserSort::Domain, false)
+        .await
+        .unwrap();
+    assert_eq!((p.total, p.users.len()), (120, 0));
+}
