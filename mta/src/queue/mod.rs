@@ -8,12 +8,25 @@
 //!   [`format::MessageEncoding`]); `queue/<msgid>.env`: its envelope ([`format`]), one block
 //!   per recipient still to deliver.
 //! - `corrupt/`: files that did not decode on start, kept for the operator.
+//! - `commit.log`: the commit journal ([`journal`]).
 //! - `queue.lock`: held (`flock`) by the process that has the queue open.
 //!
-//! Durability: [`Incoming::commit`] writes and fsyncs both files, hands them to one
-//! committer thread that renames them into `queue/` and fsyncs that directory once for every
-//! message that finished while its previous round ran (group commit), and returns only
-//! after that fsync. A message is committed exactly when its `.env` is in `queue/`.
+//! Durability (group commit): [`Incoming::commit`] writes both files into `incoming/`
+//! without fsync and hands the message to one committer thread. The committer takes every
+//! message that finished while its previous round ran, renames their files into `queue/`,
+//! appends each message whole (envelope and message bytes) to the commit journal with one
+//! `write`, and issues one `fdatasync` of the journal for the whole batch; `commit` returns
+//! (and the session sends its 250) only after that fdatasync. So a round costs one fsync
+//! however many sessions it serves. A message is committed exactly when its journal record
+//! is on stable storage; on start, [`journal::recover`] rewrites from the journal every
+//! message it holds that has no `D` (done) record, then empties it. The files in `queue/`
+//! become durable on their own only at a journal checkpoint (past
+//! [`journal::CHECKPOINT_BYTES`]), which fsyncs the files of the messages still queued,
+//! then `queue/`, then truncates the journal; when every message in the journal has left
+//! the queue the journal is simply truncated. Removing a delivered message needs no fsync:
+//! a file or record that reappears after a crash only means the message is delivered
+//! again (at least once, never lost). Envelope rewrites after a delivery attempt are
+//! written to a temporary file, fsynced and renamed over the old one.
 //!
 //! It does not route or expand addresses (the session and the rule evaluator did), and it
 //! does not talk to peers: [`scheduler`] hands due recipients to a [`scheduler::Dispatch`].
@@ -22,6 +35,7 @@ pub mod bounce;
 mod codec;
 pub mod format;
 pub mod id;
+pub mod journal;
 pub mod scheduler;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -97,7 +111,7 @@ struct Inner {
     config: QueueConfig,
     counters: Arc<Counters>,
     clock: Arc<dyn Clock>,
-    committer: mpsc::Sender<CommitJob>,
+    committer: mpsc::Sender<Job>,
     state: Mutex<State>,
     wake: tokio::sync::Notify,
     /// `pause mda` / `pause mta`: the scheduler leaves those recipients waiting.
@@ -135,7 +149,7 @@ struct Counters {
 /// Counters for `fugu ctl show stats` and for checking that commits are batched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueStats {
-    /// Directory fsync rounds of the committer.
+    /// Journal fdatasync rounds of the committer.
     pub commit_rounds: u64,
     /// Messages those rounds made durable.
     pub committed: u64,
@@ -150,9 +164,17 @@ pub struct QueueStats {
     pub removed: u64,
 }
 
-struct CommitJob {
-    msgid: MsgId,
-    reply: tokio::sync::oneshot::Sender<Result<(), Error>>,
+enum Job {
+    /// Files written into `incoming/`; `data` is the message file's bytes when they are
+    /// all in memory (else the committer reads the file back).
+    Commit {
+        msgid: MsgId,
+        env: String,
+        data: Option<Vec<u8>>,
+        reply: tokio::sync::oneshot::Sender<Result<(), Error>>,
+    },
+    /// The message's files were removed from `queue/`.
+    Done(MsgId),
 }
 
 pub(crate) fn io_error(path: &Path, source: std::io::Error) -> Error {
@@ -213,7 +235,9 @@ impl Queue {
         let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
             .map_err(|_| Error::SpoolBusy { path: dir.clone() })?;
         let mut state = State::default();
+        journal::recover(&dir, &queue_dir)?;
         recover(&incoming, &queue_dir, &corrupt, &mut state)?;
+        let journal = journal::Journal::open(&dir, &queue_dir)?;
         let (tx, rx) = mpsc::channel();
         let qd = queue_dir.clone();
         let inc = incoming.clone();
@@ -221,7 +245,7 @@ impl Queue {
         let c = counters.clone();
         std::thread::Builder::new()
             .name("fugu-queue-commit".into())
-            .spawn(move || committer(&inc, &qd, &c, rx))
+            .spawn(move || committer(&inc, &qd, journal, &c, rx))
             .map_err(|e| io_error(&dir, e))?;
         Ok(Queue {
             inner: Arc::new(Inner {
@@ -276,6 +300,7 @@ impl Queue {
             msgid,
             file: Some(file),
             buf: Vec::new(),
+            flushed: false,
             envelope,
             encoding,
             is_bounce,
@@ -498,15 +523,19 @@ impl Queue {
         };
         let env_path = self.env_path(msgid);
         let msg_path = self.msg_path(msgid);
-        let qd = self.inner.queue_dir.clone();
+        let committer = self.inner.committer.clone();
         tokio::task::spawn_blocking(move || -> Result<(), Error> {
             match snapshot {
                 None => {
-                    // The envelope goes first: a message file without one is an orphan
-                    // that recovery deletes.
+                    // The `D` record is queued before the unlink: once the envelope is
+                    // gone a new message may draw the same msgid, and its `C` record
+                    // must come after this one. No fsync: if the removal is lost in a
+                    // crash, the message is delivered again, never lost. The envelope
+                    // goes first: a message file without one is an orphan recovery deletes.
+                    let _ = committer.send(Job::Done(msgid));
                     fs::remove_file(&env_path).map_err(|e| io_error(&env_path, e))?;
                     let _ = fs::remove_file(&msg_path);
-                    fsync_dir(&qd)
+                    Ok(())
                 }
                 Some(text) => {
                     let tmp = env_path.with_extension("env.tmp");
@@ -685,6 +714,8 @@ pub struct Incoming {
     msgid: MsgId,
     file: Option<File>,
     buf: Vec<u8>,
+    /// Part of the message is already in the file (large messages).
+    flushed: bool,
     envelope: Envelope,
     encoding: MessageEncoding,
     is_bounce: bool,
@@ -721,6 +752,7 @@ impl Incoming {
         };
         let buf = std::mem::take(&mut self.buf);
         let path = self.incoming_msg();
+        self.flushed = true;
         let (file, buf, r) = tokio::task::spawn_blocking(move || {
             let r = file.write_all(&buf);
             (file, buf, r)
@@ -747,8 +779,8 @@ impl Incoming {
             .join(format!("{}.env", self.msgid))
     }
 
-    /// Makes the message durable and schedules it. Returns only after the message file,
-    /// its envelope and the directory entries naming them are on stable storage.
+    /// Makes the message durable and schedules it. Returns only after the journal record
+    /// holding its envelope and message bytes is on stable storage.
     pub async fn commit(mut self) -> Result<MsgId, Error> {
         let r = self.commit_inner().await;
         if r.is_err() {
@@ -799,12 +831,12 @@ impl Incoming {
         let key = self.queue.inner.config.encryption_key;
         let msg_path = self.incoming_msg();
         let env_path = self.incoming_env();
-        tokio::task::spawn_blocking(move || -> Result<(), Error> {
+        let flushed = self.flushed;
+        // No fsync here: the committer's journal write is the durability point.
+        let (data, text) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
             let data =
                 codec::encode(encoding, key.as_ref(), buf).map_err(|e| io_error(&msg_path, e))?;
-            file.write_all(&data)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| io_error(&msg_path, e))?;
+            file.write_all(&data).map_err(|e| io_error(&msg_path, e))?;
             let mut ef = OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -812,8 +844,8 @@ impl Incoming {
                 .open(&env_path)
                 .map_err(|e| io_error(&env_path, e))?;
             ef.write_all(text.as_bytes())
-                .and_then(|()| ef.sync_all())
-                .map_err(|e| io_error(&env_path, e))
+                .map_err(|e| io_error(&env_path, e))?;
+            Ok(((!flushed).then_some(data), text))
         })
         .await
         .map_err(blocking_error)??;
@@ -822,8 +854,10 @@ impl Incoming {
         self.queue
             .inner
             .committer
-            .send(CommitJob {
+            .send(Job::Commit {
                 msgid: self.msgid,
+                env: text,
+                data,
                 reply: tx,
             })
             .map_err(|_| Error::QueueClosed)?;
@@ -869,13 +903,14 @@ impl Drop for Incoming {
     }
 }
 
-/// The group-commit loop: every job that arrived while the previous round ran is moved
-/// into `queue/` and covered by one directory fsync.
+/// The group-commit loop: every message that arrived while the previous round ran is
+/// moved into `queue/`, appended to the journal and covered by one fdatasync.
 fn committer(
     incoming: &Path,
     queue_dir: &Path,
+    mut journal: journal::Journal,
     counters: &Counters,
-    rx: mpsc::Receiver<CommitJob>,
+    rx: mpsc::Receiver<Job>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -884,42 +919,74 @@ fn committer(
         }
         let mut moved = Vec::with_capacity(batch.len());
         for job in batch {
+            let (msgid, env, data, reply) = match job {
+                Job::Done(msgid) => {
+                    journal.add_done(msgid);
+                    continue;
+                }
+                Job::Commit {
+                    msgid,
+                    env,
+                    data,
+                    reply,
+                } => (msgid, env, data, reply),
+            };
             let mut r = Ok(());
             for ext in ["msg", "env"] {
-                let from = incoming.join(format!("{}.{ext}", job.msgid));
-                let to = queue_dir.join(format!("{}.{ext}", job.msgid));
+                let from = incoming.join(format!("{msgid}.{ext}"));
+                let to = queue_dir.join(format!("{msgid}.{ext}"));
                 if let Err(e) = fs::rename(&from, &to) {
                     r = Err(io_error(&to, e));
                     break;
                 }
             }
-            match r {
-                Ok(()) => moved.push(job),
+            let data = match (r, data) {
+                (Ok(()), Some(d)) => Ok(d),
+                (Ok(()), None) => {
+                    let p = queue_dir.join(format!("{msgid}.msg"));
+                    fs::read(&p).map_err(|e| io_error(&p, e))
+                }
+                (Err(e), _) => Err(e),
+            };
+            match data {
+                Ok(d) => {
+                    journal.add_commit(msgid, env.as_bytes(), &d);
+                    moved.push((msgid, reply));
+                }
                 Err(e) => {
-                    remove_queued(queue_dir, job.msgid);
-                    let _ = job.reply.send(Err(e));
+                    remove_queued(queue_dir, msgid);
+                    let _ = reply.send(Err(e));
                 }
             }
         }
         if moved.is_empty() {
+            if let Err(e) = journal.flush(false) {
+                tracing::error!("queue: commit journal write failed: {e}");
+            }
             continue;
         }
-        match fsync_dir(queue_dir) {
+        match journal.flush(true) {
             Ok(()) => {
                 tracing::trace!(messages = moved.len(), "queue: commit round");
                 counters.commit_rounds.fetch_add(1, Ordering::Relaxed);
                 counters
                     .committed
                     .fetch_add(moved.len() as u64, Ordering::Relaxed);
-                for job in moved {
-                    let _ = job.reply.send(Ok(()));
+                for (_, reply) in moved {
+                    let _ = reply.send(Ok(()));
+                }
+                if let Err(e) = journal.maybe_checkpoint() {
+                    tracing::error!("queue: commit journal checkpoint failed: {e}");
                 }
             }
             Err(e) => {
-                tracing::error!("queue: directory fsync failed: {e}");
-                for job in moved {
-                    remove_queued(queue_dir, job.msgid);
-                    let _ = job.reply.send(Err(io_error(
+                tracing::error!("queue: commit journal fdatasync failed: {e}");
+                for (msgid, reply) in moved {
+                    remove_queued(queue_dir, msgid);
+                    // The record may be on disk: its `D` keeps a restart from
+                    // delivering a message whose client was told to try again.
+                    journal.add_done(msgid);
+                    let _ = reply.send(Err(io_error(
                         queue_dir,
                         std::io::Error::other(e.to_string()),
                     )));

@@ -191,7 +191,7 @@ async fn garbage_envelopes_go_to_corrupt_and_orphan_messages_are_removed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_commits_share_directory_fsyncs() {
+async fn concurrent_commits_share_journal_fdatasyncs() {
     let dir = tempfile::tempdir().unwrap();
     let q = Queue::open(dir.path(), QueueConfig::default(), clock()).unwrap();
     let n = 200;
@@ -963,6 +963,8 @@ struct Syscall {
     result: String,
     /// For a call split by another thread's output: the index of its start line.
     started: usize,
+    /// The index of the line that reported its result.
+    ended: usize,
 }
 
 /// Joins `<unfinished ...>` / `<... resumed>` pairs; calls come out in completion order.
@@ -987,6 +989,7 @@ fn parse_strace(log: &str) -> Vec<Syscall> {
                     args,
                     result,
                     started,
+                    ended: i,
                 });
             }
             continue;
@@ -1006,16 +1009,17 @@ fn parse_strace(log: &str) -> Vec<Syscall> {
             args: args.to_string(),
             result: result.to_string(),
             started: i,
+            ended: i,
         });
     }
     out
 }
 
 /// The issue's audit: every acknowledgement (here the `COMMITTED` line, in the daemon the
-/// 250 after DATA) is written after the fsync of that message's data and envelope files
-/// and after a directory fsync that began once its files were renamed into `queue/`.
+/// 250 after DATA) is written after an fdatasync of the commit journal that followed the
+/// write of that message's journal record, and the record holds the whole message.
 #[test]
-fn strace_shows_every_acknowledgement_after_the_fsyncs_of_its_message() {
+fn strace_shows_every_acknowledgement_after_the_journal_fdatasync_of_its_message() {
     let strace = fugu_tests::require_program("strace", "strace");
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
@@ -1027,7 +1031,7 @@ fn strace_shows_every_acknowledgement_after_the_fsyncs_of_its_message() {
         "-s".into(),
         "64".into(),
         "-e".into(),
-        "trace=fsync,fdatasync,rename,renameat,renameat2,write".into(),
+        "trace=fsync,fdatasync,write".into(),
         "-o".into(),
         log.display().to_string(),
     ];
@@ -1036,50 +1040,52 @@ fn strace_shows_every_acknowledgement_after_the_fsyncs_of_its_message() {
     let acked = committed_ids(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(acked.len(), 200);
 
+    // Nothing was delivered, so the journal still holds every record, in write order.
+    let journal = std::fs::read(spool.join(mta::queue::journal::FILE_NAME)).unwrap();
+    let mut end_of: HashMap<String, u64> = HashMap::new();
+    let mut at = 0u64;
+    let (records, whole) = mta::queue::journal::decode(&journal);
+    assert_eq!(whole, journal.len());
+    for r in records {
+        let mut one = Vec::new();
+        mta::queue::journal::encode(&mut one, &r);
+        at += one.len() as u64;
+        if let mta::queue::journal::Record::Commit { msgid, msg, .. } = r {
+            assert!(msg.ends_with(format!("{}\r\n", "x".repeat(2000)).as_bytes()));
+            end_of.insert(msgid.to_string(), at);
+        }
+    }
+
     let text = std::fs::read_to_string(&log).unwrap();
     let calls = parse_strace(&text);
-    let queue_dir = format!("<{}>", spool.join("queue").display());
-    let mut synced_files: std::collections::HashSet<String> = Default::default();
-    // (completion index in `calls`, start line) of renames into queue/, per file name.
-    let mut renamed: Vec<(String, usize)> = Vec::new();
-    let mut dir_synced: std::collections::HashSet<String> = Default::default();
+    let journal_fd = format!("<{}>", spool.join("commit.log").display());
+    // One committer thread writes and syncs the journal, so its calls are in order:
+    // an fdatasync covers every byte written before it. (line it ended, bytes covered)
+    let mut written = 0u64;
+    let mut syncs: Vec<(usize, u64)> = Vec::new();
     let mut audited = 0;
     for c in &calls {
         match c.name.as_str() {
-            "fsync" | "fdatasync" if c.result.starts_with('0') => {
-                if c.args.contains(&queue_dir) {
-                    // Covers the renames that completed before this fsync started.
-                    for (name, at) in &renamed {
-                        if *at < c.started {
-                            dir_synced.insert(name.clone());
-                        }
-                    }
-                } else if let Some(p) = c
-                    .args
-                    .split_once('<')
-                    .map(|(_, p)| p.trim_end_matches(['>', ')']))
-                {
-                    synced_files.insert(p.rsplit('/').next().unwrap().to_string());
-                }
+            "fsync" | "fdatasync" if c.result.starts_with('0') && c.args.contains(&journal_fd) => {
+                syncs.push((c.ended, written));
             }
-            "rename" | "renameat" | "renameat2" if c.result.starts_with('0') => {
-                let target = c.args.rsplit('"').nth(1).unwrap_or("");
-                if target.contains("/queue/") {
-                    renamed.push((target.rsplit('/').next().unwrap().to_string(), c.started));
-                }
+            "write" if c.args.contains(&journal_fd) => {
+                written += c.result.trim().parse::<u64>().unwrap_or(0);
             }
             "write" if c.args.contains("COMMITTED ") => {
                 let id = c.args.split("COMMITTED ").nth(1).unwrap()[..8].to_string();
-                for f in [format!("{id}.msg"), format!("{id}.env")] {
-                    assert!(
-                        synced_files.contains(&f),
-                        "{id} acknowledged before {f} was fsynced"
-                    );
-                    assert!(
-                        dir_synced.contains(&f),
-                        "{id} acknowledged before queue/ was fsynced after its rename"
-                    );
-                }
+                let end = end_of[&id];
+                // Only an fdatasync that returned before the acknowledgement began counts.
+                let synced = syncs
+                    .iter()
+                    .filter(|(ended, _)| *ended < c.started)
+                    .map(|(_, n)| *n)
+                    .max()
+                    .unwrap_or(0);
+                assert!(
+                    end <= synced,
+                    "{id} acknowledged before its journal record (ending at {end}) was synced ({synced})"
+                );
                 audited += 1;
             }
             _ => {}

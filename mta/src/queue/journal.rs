@@ -1,0 +1,431 @@
+//! The commit journal: one append-only file, `commit.log` in the spool directory, that
+//! makes a batch of messages durable with one `fdatasync`.
+//!
+//! Each committed message is appended whole (envelope text and encoded message bytes)
+//! as a `C` record; the batch is written with one `write` and covered by one
+//! `fdatasync`, and only then does any session in the batch get its 250. The message's
+//! own files in `queue/` are written and renamed without fsync: they are the working copy
+//! the scheduler reads. A `D` record (appended without fsync) says a message left the
+//! queue, so a restart does not deliver it again.
+//!
+//! The journal is emptied (truncated) when no message it holds is still queued, and
+//! checkpointed when it grows past [`CHECKPOINT_BYTES`]: the files of the messages it still
+//! holds are fsynced, then `queue/`, then the journal is truncated. Mail that is relayed
+//! within seconds is therefore never fsynced file by file.
+//!
+//! Record layout (little endian): kind `u8` (`C` or `D`), msgid `u32`, envelope length
+//! `u32`, message length `u64`, envelope bytes, message bytes, FNV-1a 64 of everything
+//! before it. Reading stops at the first record that is short or fails its checksum: a
+//! torn tail is a batch whose fdatasync never returned, so no session was told 250 for it.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::{MsgId, format, fsync_dir, io_error};
+use crate::error::Error;
+
+/// The journal is checkpointed (its messages' files fsynced, then truncated) past this.
+pub const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
+
+const HEADER: usize = 1 + 4 + 4 + 8;
+const SUM: usize = 8;
+
+/// The journal's file name inside the spool directory.
+pub const FILE_NAME: &str = "commit.log";
+
+/// One record as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A committed message: its envelope text and message file bytes (as stored).
+    Commit {
+        msgid: MsgId,
+        env: Vec<u8>,
+        msg: Vec<u8>,
+    },
+    /// The message left the queue (delivered, bounced or removed).
+    Done(MsgId),
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Appends one record to `out`.
+pub fn encode(out: &mut Vec<u8>, rec: &Record) {
+    let (kind, msgid, env, msg): (u8, MsgId, &[u8], &[u8]) = match rec {
+        Record::Commit { msgid, env, msg } => (b'C', *msgid, env, msg),
+        Record::Done(msgid) => (b'D', *msgid, &[], &[]),
+    };
+    encode_parts(out, kind, msgid, env, msg);
+}
+
+fn encode_parts(out: &mut Vec<u8>, kind: u8, msgid: MsgId, env: &[u8], msg: &[u8]) {
+    let start = out.len();
+    out.push(kind);
+    out.extend_from_slice(&msgid.0.to_le_bytes());
+    out.extend_from_slice(&u32::try_from(env.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&(msg.len() as u64).to_le_bytes());
+    out.extend_from_slice(env);
+    out.extend_from_slice(msg);
+    let sum = fnv1a(&out[start..]);
+    out.extend_from_slice(&sum.to_le_bytes());
+}
+
+/// Every whole record from the start of `bytes`, and the length they span; whatever
+/// follows (a torn or garbled tail) is ignored.
+pub fn decode(bytes: &[u8]) -> (Vec<Record>, usize) {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some((rec, len)) = decode_one(&bytes[at..]) {
+        out.push(rec);
+        at += len;
+    }
+    (out, at)
+}
+
+fn decode_one(b: &[u8]) -> Option<(Record, usize)> {
+    let head = b.get(..HEADER)?;
+    let kind = head[0];
+    let msgid = MsgId(u32::from_le_bytes(head[1..5].try_into().ok()?));
+    let env_len = usize::try_from(u32::from_le_bytes(head[5..9].try_into().ok()?)).ok()?;
+    let msg_len = usize::try_from(u64::from_le_bytes(head[9..17].try_into().ok()?)).ok()?;
+    let body_end = HEADER.checked_add(env_len)?.checked_add(msg_len)?;
+    let end = body_end.checked_add(SUM)?;
+    let rec = b.get(..end)?;
+    let sum = u64::from_le_bytes(rec[body_end..].try_into().ok()?);
+    if fnv1a(&rec[..body_end]) != sum {
+        return None;
+    }
+    let env = &rec[HEADER..HEADER + env_len];
+    let msg = &rec[HEADER + env_len..body_end];
+    let r = match kind {
+        b'C' => Record::Commit {
+            msgid,
+            env: env.to_vec(),
+            msg: msg.to_vec(),
+        },
+        b'D' if env.is_empty() && msg.is_empty() => Record::Done(msgid),
+        _ => return None,
+    };
+    Some((r, end))
+}
+
+/// The open journal, owned by the committer thread.
+pub(super) struct Journal {
+    file: File,
+    path: PathBuf,
+    queue_dir: PathBuf,
+    len: u64,
+    /// Messages whose only fsynced copy is in the journal.
+    live: HashSet<MsgId>,
+    /// Records waiting for the next write.
+    pending: Vec<u8>,
+}
+
+impl Journal {
+    /// Opens the journal of a spool whose [`recover`] already ran (it is empty then).
+    pub(super) fn open(spool: &Path, queue_dir: &Path) -> Result<Journal, Error> {
+        let path = spool.join(FILE_NAME);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io_error(&path, e))?;
+        let len = file.metadata().map_err(|e| io_error(&path, e))?.len();
+        Ok(Journal {
+            file,
+            path,
+            queue_dir: queue_dir.to_path_buf(),
+            len,
+            live: HashSet::new(),
+            pending: Vec::new(),
+        })
+    }
+
+    /// Queues a `C` record for `msgid`.
+    pub(super) fn add_commit(&mut self, msgid: MsgId, env: &[u8], msg: &[u8]) {
+        encode_parts(&mut self.pending, b'C', msgid, env, msg);
+        self.live.insert(msgid);
+    }
+
+    /// Forgets a message that left the queue; a `D` record rides on the next write.
+    pub(super) fn add_done(&mut self, msgid: MsgId) {
+        if self.live.remove(&msgid) {
+            encode_parts(&mut self.pending, b'D', msgid, &[], &[]);
+        }
+    }
+
+    /// Writes what is pending; with `sync`, returns only once it is on stable storage.
+    pub(super) fn flush(&mut self, sync: bool) -> Result<(), Error> {
+        if self.live.is_empty() && !sync {
+            // Nothing in the journal is needed any more: start it afresh.
+            self.pending.clear();
+            if self.len > 0 {
+                self.file.set_len(0).map_err(|e| io_error(&self.path, e))?;
+                self.len = 0;
+            }
+            return Ok(());
+        }
+        if !self.pending.is_empty() {
+            let r = self.file.write_all(&self.pending);
+            let n = self.pending.len() as u64;
+            self.pending.clear();
+            if let Err(e) = r {
+                // A short write leaves a torn record that recovery would stop at, hiding
+                // every later batch: cut the file back to whole records.
+                let _ = self.file.set_len(self.len);
+                return Err(io_error(&self.path, e));
+            }
+            self.len += n;
+        }
+        if sync {
+            self.file.sync_data().map_err(|e| io_error(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Past [`CHECKPOINT_BYTES`]: fsyncs the queued files of the messages the journal
+    /// still holds, then `queue/`, then empties the journal.
+    pub(super) fn maybe_checkpoint(&mut self) -> Result<(), Error> {
+        if self.len < CHECKPOINT_BYTES {
+            return Ok(());
+        }
+        for id in &self.live {
+            for ext in ["msg", "env"] {
+                let p = self.queue_dir.join(format!("{id}.{ext}"));
+                // Gone means removed since: its `D` record is on its way.
+                if let Ok(f) = File::open(&p) {
+                    f.sync_all().map_err(|e| io_error(&p, e))?;
+                }
+            }
+        }
+        fsync_dir(&self.queue_dir)?;
+        self.file.set_len(0).map_err(|e| io_error(&self.path, e))?;
+        self.file.sync_all().map_err(|e| io_error(&self.path, e))?;
+        self.len = 0;
+        self.live.clear();
+        Ok(())
+    }
+}
+
+/// On start, before `queue/` is scanned: restores every message the journal holds and
+/// that did not leave the queue, fsyncs the restored files and `queue/`, then empties the
+/// journal. The message file is always rewritten from the journal (the queued copy may
+/// be torn); the queued envelope is kept when it is whole and newer (a rewrite after a
+/// delivery attempt is fsynced before its rename), i.e. when it decodes and is not a
+/// strict prefix of the journal's.
+pub(super) fn recover(spool: &Path, queue_dir: &Path) -> Result<usize, Error> {
+    let path = spool.join(FILE_NAME);
+    let mut bytes = Vec::new();
+    match File::open(&path) {
+        Ok(mut f) => {
+            f.read_to_end(&mut bytes).map_err(|e| io_error(&path, e))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| io_error(&path, e))?;
+            f.sync_all().map_err(|e| io_error(&path, e))?;
+            fsync_dir(spool)?;
+            return Ok(0);
+        }
+        Err(e) => return Err(io_error(&path, e)),
+    }
+    let (records, _) = decode(&bytes);
+    let mut live: HashMap<MsgId, (Vec<u8>, Vec<u8>)> = HashMap::new();
+    for r in records {
+        match r {
+            Record::Commit { msgid, env, msg } => {
+                live.insert(msgid, (env, msg));
+            }
+            Record::Done(msgid) => {
+                live.remove(&msgid);
+            }
+        }
+    }
+    let restored = live.len();
+    for (msgid, (env, msg)) in &live {
+        let env_path = queue_dir.join(format!("{msgid}.env"));
+        let msg_path = queue_dir.join(format!("{msgid}.msg"));
+        write_synced(&msg_path, msg)?;
+        let keep = fs::read(&env_path).is_ok_and(|disk| {
+            !(disk.len() < env.len() && env.starts_with(&disk))
+                && format::decode(&env_path, &disk).is_ok()
+        });
+        if keep {
+            File::open(&env_path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io_error(&env_path, e))?;
+        } else {
+            write_synced(&env_path, env)?;
+        }
+    }
+    if restored > 0 {
+        fsync_dir(queue_dir)?;
+        tracing::info!("queue: restored {restored} messages from the commit journal");
+    }
+    let f = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_error(&path, e))?;
+    f.set_len(0)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io_error(&path, e))?;
+    Ok(restored)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_error(path, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io_error(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(id: u32, env: &str, msg: &str) -> Record {
+        Record::Commit {
+            msgid: MsgId(id),
+            env: env.as_bytes().to_vec(),
+            msg: msg.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn records_read_back_as_written() {
+        let recs = vec![
+            commit(1, "version: 1\n", "Subject: a\r\n\r\nx\r\n"),
+            Record::Done(MsgId(1)),
+            commit(2, "e", ""),
+        ];
+        let mut buf = Vec::new();
+        for r in &recs {
+            encode(&mut buf, r);
+        }
+        assert_eq!(decode(&buf), (recs, buf.len()));
+    }
+
+    #[test]
+    fn a_torn_tail_is_ignored_at_every_cut() {
+        let mut buf = Vec::new();
+        encode(&mut buf, &commit(1, "env one", "message one"));
+        let whole = buf.len();
+        encode(&mut buf, &commit(2, "env two", "message two"));
+        for cut in whole..buf.len() {
+            let (recs, len) = decode(&buf[..cut]);
+            assert_eq!(recs, vec![commit(1, "env one", "message one")], "cut {cut}");
+            assert_eq!(len, whole);
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_ends_the_journal_there() {
+        let mut buf = Vec::new();
+        encode(&mut buf, &commit(1, "env one", "message one"));
+        let whole = buf.len();
+        encode(&mut buf, &commit(2, "env two", "message two"));
+        encode(&mut buf, &commit(3, "env three", "message three"));
+        buf[whole + HEADER + 2] ^= 0x20;
+        let (recs, len) = decode(&buf);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(len, whole);
+        // Zeros, as a crash may leave past the last commit, are no record either.
+        assert_eq!(decode(&[0u8; 64]), (vec![], 0));
+    }
+
+    fn spool() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let qd = dir.path().join("queue");
+        fs::create_dir(&qd).unwrap();
+        (dir, qd)
+    }
+
+    fn env_text(id: u32, rcpts: usize) -> String {
+        let mut s = format!(
+            "version: 1\nmsgid: {:08x}\nctime: 1\nexpire: 2\nmessage: plain\nsession: 0000000000000001\norigin: local\nhelo: localhost\nprotocol: ESMTP\nsender: a@example.org\nbody: 7bit\nsmtputf8: no\n",
+            id
+        );
+        for i in 0..rcpts {
+            s.push_str(&format!(
+                "\nrcpt: {:08x}{:08x}\naddress: r{i}@example.net\naction: relay\nstate: pending\nretry: 0\nlast-try: 0\nnext-try: 1\n",
+                id,
+                i + 1
+            ));
+        }
+        s
+    }
+
+    #[test]
+    fn recovery_restores_live_messages_and_skips_done_ones() {
+        let (dir, qd) = spool();
+        let e1 = env_text(0x11, 2);
+        format::decode(Path::new("t"), e1.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        encode(&mut buf, &commit(0x11, &e1, "body one"));
+        encode(&mut buf, &commit(0x22, &env_text(0x22, 1), "body two"));
+        encode(&mut buf, &Record::Done(MsgId(0x22)));
+        buf.extend_from_slice(b"C\x33\0\0"); // a batch cut short by the crash
+        fs::write(dir.path().join(FILE_NAME), &buf).unwrap();
+        // The crash left the queued copies torn: an empty message, half an envelope.
+        fs::write(qd.join("00000011.msg"), b"").unwrap();
+        fs::write(qd.join("00000011.env"), &e1.as_bytes()[..40]).unwrap();
+
+        assert_eq!(recover(dir.path(), &qd).unwrap(), 1);
+        assert_eq!(fs::read(qd.join("00000011.msg")).unwrap(), b"body one");
+        assert_eq!(fs::read_to_string(qd.join("00000011.env")).unwrap(), e1);
+        assert!(!qd.join("00000022.env").exists());
+        assert_eq!(fs::metadata(dir.path().join(FILE_NAME)).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn recovery_keeps_an_envelope_rewritten_after_the_commit() {
+        let (dir, qd) = spool();
+        let mut buf = Vec::new();
+        encode(&mut buf, &commit(0x11, &env_text(0x11, 2), "body"));
+        fs::write(dir.path().join(FILE_NAME), &buf).unwrap();
+        // One of two recipients was delivered and the envelope rewritten (fsynced).
+        let newer = env_text(0x11, 1).replace("r0@", "r1@");
+        fs::write(qd.join("00000011.env"), &newer).unwrap();
+
+        recover(dir.path(), &qd).unwrap();
+        assert_eq!(fs::read_to_string(qd.join("00000011.env")).unwrap(), newer);
+        assert_eq!(fs::read(qd.join("00000011.msg")).unwrap(), b"body");
+    }
+
+    #[test]
+    fn the_journal_empties_when_nothing_it_holds_is_queued() {
+        let (dir, qd) = spool();
+        recover(dir.path(), &qd).unwrap();
+        let mut j = Journal::open(dir.path(), &qd).unwrap();
+        j.add_commit(MsgId(1), b"e", b"m");
+        j.add_commit(MsgId(2), b"e", b"m");
+        j.flush(true).unwrap();
+        j.add_done(MsgId(1));
+        j.flush(false).unwrap();
+        let (recs, _) = decode(&fs::read(dir.path().join(FILE_NAME)).unwrap());
+        assert_eq!(recs.len(), 3);
+        j.add_done(MsgId(2));
+        j.flush(false).unwrap();
+        assert_eq!(fs::metadata(dir.path().join(FILE_NAME)).unwrap().len(), 0);
+    }
+}
