@@ -43,6 +43,9 @@ pub enum Error {
     /// rustls refused the TLS configuration.
     #[error("TLS configuration: {0}")]
     Tls(String),
+    /// A filter (smtpd-filters(7)) that cannot be set up or started.
+    #[error("filter {name}: {reason}")]
+    Filter { name: String, reason: String },
     /// A listener address that cannot be bound.
     #[error("listen on {addr}: {source}")]
     Bind {

@@ -9,6 +9,7 @@
 //! up goes through the table queries in its configuration.
 
 pub mod access;
+pub mod authres;
 pub mod clock;
 pub mod config;
 pub mod control;
@@ -18,8 +19,10 @@ pub mod dkim;
 pub mod envelope;
 pub mod error;
 pub mod expand;
+pub mod filter;
 pub mod mtasts;
 pub mod queue;
+pub mod rdns;
 pub mod relay;
 pub mod server;
 pub mod session;

@@ -2,10 +2,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod access;
+mod authres;
+mod chains;
 mod cli;
 mod ctl;
 mod dkim;
+mod filters;
 mod harness;
+mod limits;
 mod mail;
 mod mtasts;
 mod openbsd;

@@ -7,6 +7,7 @@
 //! the package, never a skip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod clamav;
 pub mod dns;
 pub mod dovecot;
 pub mod fugu;
@@ -16,6 +17,7 @@ pub mod peer;
 pub mod postfix;
 pub mod process;
 pub mod smtp;
+pub mod spampd;
 
 pub use net::{free_port, wait_for_port};
 pub use process::{Child, require_program, wait_for_text};

@@ -186,11 +186,25 @@ impl Config {
         if let Some(c) = self.smtp.sub_addr_delim {
             w(format!("smtp sub-addr-delim {}", q(&c.to_string())));
         }
+        if let Some(c) = &self.smtp.ciphers {
+            w(format!("smtp ciphers {}", q(c)));
+        }
         if let Some(n) = self.smtp.max_mails {
             w(format!("smtp limit max-mails {n}"));
         }
         if let Some(n) = self.smtp.max_rcpt {
             w(format!("smtp limit max-rcpt {n}"));
+        }
+        for (k, v) in [
+            ("max-sessions", self.smtp.max_sessions),
+            ("max-sessions-per-ip", self.smtp.max_sessions_per_ip),
+            ("max-conn-rate", self.smtp.max_conn_rate),
+            ("max-header-size", self.smtp.max_header_size),
+            ("max-header-field", self.smtp.max_header_field),
+        ] {
+            if let Some(n) = v {
+                w(format!("smtp limit {k} {n}"));
+            }
         }
         if let Some(n) = self.mta.max_deferred {
             w(format!("mta max-deferred {n}"));
@@ -208,6 +222,12 @@ impl Config {
         }
         for (k, v) in &self.mda_limits {
             w(format!("mda limit {k} {v}"));
+        }
+        if !self.authres.enabled {
+            w("authres off".into());
+        }
+        if self.authres.dmarc != crate::authres::DmarcMode::default() {
+            w(format!("authres dmarc {}", self.authres.dmarc.as_str()));
         }
         for (n, c) in &self.mda_wrappers {
             w(format!("mda wrapper {} {}", q(n), q(c)));
@@ -368,6 +388,12 @@ fn dump_listener(l: &Listener) -> String {
     if let Some(c) = &l.ca {
         s += &format!(" ca {}", q(c));
     }
+    if let Some(c) = &l.ciphers {
+        s += &format!(" ciphers {}", q(c));
+    }
+    if let Some(p) = &l.protocols {
+        s += &format!(" protocols {}", q(p));
+    }
     match &l.auth {
         Some(ListenAuth::Required(t)) => {
             s += " auth";
@@ -406,6 +432,9 @@ fn dump_listener(l: &Listener) -> String {
     }
     if l.no_dsn {
         s += " no-dsn";
+    }
+    if l.no_authres {
+        s += " no-authres";
     }
     if let Some(f) = &l.filter {
         s += &format!(" filter {}", filter_ref(f));

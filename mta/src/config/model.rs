@@ -120,6 +120,13 @@ pub struct Listener {
     pub received_auth: bool,
     pub no_dsn: bool,
     pub filter: Option<FilterRef>,
+    /// fugu extension `no-authres`: no authentication results for this listener's
+    /// sessions (a loopback listener content filters hand mail back to).
+    pub no_authres: bool,
+    /// `ciphers S` (libtls syntax, see [`crate::server::ciphers`]); else `smtp ciphers`.
+    pub ciphers: Option<String>,
+    /// `protocols S` (libtls syntax).
+    pub protocols: Option<String>,
     pub span: Span,
 }
 
@@ -142,6 +149,9 @@ impl Listener {
             received_auth: false,
             no_dsn: false,
             filter: None,
+            no_authres: false,
+            ciphers: None,
+            protocols: None,
             span,
         }
     }
@@ -415,6 +425,20 @@ pub struct SmtpSettings {
     pub sub_addr_delim: Option<char>,
     pub max_mails: Option<u64>,
     pub max_rcpt: Option<u64>,
+    /// fugu extension: `smtp limit max-sessions N`, sessions at once over all listeners.
+    pub max_sessions: Option<u64>,
+    /// fugu extension: `smtp limit max-sessions-per-ip N`, sessions at once from one address.
+    pub max_sessions_per_ip: Option<u64>,
+    /// fugu extension: `smtp limit max-conn-rate N`, new connections per minute from one
+    /// address (0, the default, is no limit).
+    pub max_conn_rate: Option<u64>,
+    /// fugu extension: `smtp limit max-header-size SIZE`, the whole header section.
+    pub max_header_size: Option<u64>,
+    /// fugu extension: `smtp limit max-header-field SIZE`, one header field with its
+    /// folded continuation lines.
+    pub max_header_field: Option<u64>,
+    /// `smtp ciphers S`: the cipher list of listeners without their own.
+    pub ciphers: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -446,6 +470,8 @@ pub struct Config {
     pub spool: Option<PathBuf>,
     /// fugu extensions: `access`, `greylist` and `dnsbl` (see [`crate::access`]).
     pub access: crate::access::AccessSettings,
+    /// fugu extension: `authres on|off` and `authres dmarc …` (see [`crate::authres`]).
+    pub authres: crate::authres::Settings,
 }
 
 impl Config {
@@ -462,6 +488,26 @@ impl Config {
     }
     pub fn max_rcpt(&self) -> u64 {
         self.smtp.max_rcpt.unwrap_or(1000)
+    }
+    /// `smtp limit max-sessions`, default 4096.
+    pub fn max_sessions(&self) -> u64 {
+        self.smtp.max_sessions.unwrap_or(4096)
+    }
+    /// `smtp limit max-sessions-per-ip`, default 64.
+    pub fn max_sessions_per_ip(&self) -> u64 {
+        self.smtp.max_sessions_per_ip.unwrap_or(64)
+    }
+    /// `smtp limit max-conn-rate`, default 0 (no limit).
+    pub fn max_conn_rate(&self) -> u64 {
+        self.smtp.max_conn_rate.unwrap_or(0)
+    }
+    /// `smtp limit max-header-size`, default 100K (Postfix's `header_size_limit`).
+    pub fn max_header_size(&self) -> u64 {
+        self.smtp.max_header_size.unwrap_or(100 * 1024)
+    }
+    /// `smtp limit max-header-field`, default 64K.
+    pub fn max_header_field(&self) -> u64 {
+        self.smtp.max_header_field.unwrap_or(64 * 1024)
     }
     /// `queue ttl`, default 4 days.
     pub fn queue_ttl(&self) -> Duration {

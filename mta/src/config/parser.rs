@@ -13,9 +13,11 @@ use super::format::parse_format;
 use super::lexer::{Lexer, Tok, Token};
 use super::model::*;
 use super::{Diagnostic, SourceLoader};
+use crate::server::ciphers;
 use crate::table::StaticTable;
 
 mod access;
+mod authres;
 
 /// parse.y's keyword list: these must be quoted to be used as values.
 pub const KEYWORDS: &[&str] = &[
@@ -122,22 +124,27 @@ pub const KEYWORDS: &[&str] = &[
     "wrapper",
     // fugu extensions
     "access",
+    "authres",
     "dkim-sign",
     "dnsbl",
     "greylist",
+    "no-authres",
     "resolver",
     "spool",
 ];
 
 /// Keywords OpenSMTPD has and fugu does not implement yet: refused, by name.
-const UNIMPLEMENTED: &[&str] = &[
-    "proxy-v2",
-    "srs",
-    "ciphers",
-    "protocols",
-    "chroot",
-    "scheduler",
-    "admd",
+const UNIMPLEMENTED: &[&str] = &["proxy-v2", "srs", "chroot", "scheduler", "admd"];
+
+/// `smtp limit` keywords: OpenSMTPD's two, then fugu extensions.
+const SMTP_LIMITS: &[&str] = &[
+    "max-mails",
+    "max-rcpt",
+    "max-sessions",
+    "max-sessions-per-ip",
+    "max-conn-rate",
+    "max-header-size",
+    "max-header-field",
 ];
 
 const MTA_LIMITS: &[&str] = &[
@@ -420,6 +427,7 @@ impl<'a> Parser<'a> {
             "mda" => self.mda(st),
             "bounce" => self.bounce(st),
             "access" => self.access(st),
+            "authres" => self.authres(st),
             "greylist" => self.greylist(st),
             "dnsbl" => self.dnsbl(st),
             "resolver" => {
@@ -780,6 +788,13 @@ impl<'a> Parser<'a> {
                 "mask-src" => l.mask_src = true,
                 "received-auth" => l.received_auth = true,
                 "no-dsn" => l.no_dsn = true,
+                "no-authres" => l.no_authres = true,
+                "ciphers" => {
+                    l.ciphers = Some(tls_list(st, "a cipher list", ciphers::parse_ciphers)?)
+                }
+                "protocols" => {
+                    l.protocols = Some(tls_list(st, "a protocol list", ciphers::parse_protocols)?);
+                }
                 "filter" => l.filter = Some(self.filter_ref(st)?),
                 other => {
                     st.pos -= 1;
@@ -884,6 +899,11 @@ impl<'a> Parser<'a> {
             }
             if UNIMPLEMENTED.contains(&kw) {
                 return st.err(format!("`{kw}` is not implemented by fugu yet"));
+            }
+            if matches!(kw, "ciphers" | "protocols") {
+                return st.err(format!(
+                    "`{kw}` on a relay action is not implemented by fugu yet (listeners have it)"
+                ));
             }
             st.pos += 1;
             let is_relay = matches!(a.dispatch, Dispatch::Relay(_));
@@ -1372,6 +1392,8 @@ impl<'a> Parser<'a> {
                     return st.err(format!("sub-addr-delim must be one character: {v}"));
                 }
             }
+        } else if st.eat_kw("ciphers") {
+            self.cfg.smtp.ciphers = Some(tls_list(st, "a cipher list", ciphers::parse_ciphers)?);
         } else if st.eat_kw("limit") {
             let mut any = false;
             while let Some((k, false)) = st.peek_word() {
@@ -1379,6 +1401,22 @@ impl<'a> Parser<'a> {
                 match k {
                     "max-mails" => self.cfg.smtp.max_mails = Some(st.number("a number")?),
                     "max-rcpt" => self.cfg.smtp.max_rcpt = Some(st.number("a number")?),
+                    // fugu extensions (OpenSMTPD has no such limits).
+                    "max-sessions" => {
+                        self.cfg.smtp.max_sessions = Some(positive(st)?);
+                    }
+                    "max-sessions-per-ip" => {
+                        self.cfg.smtp.max_sessions_per_ip = Some(positive(st)?);
+                    }
+                    "max-conn-rate" => {
+                        self.cfg.smtp.max_conn_rate = Some(st.number("a number")?);
+                    }
+                    "max-header-size" => {
+                        self.cfg.smtp.max_header_size = Some(size(st)?);
+                    }
+                    "max-header-field" => {
+                        self.cfg.smtp.max_header_field = Some(size(st)?);
+                    }
                     other => {
                         st.pos -= 1;
                         return st.err(format!("invalid smtp limit keyword: {other}"));
@@ -1387,11 +1425,14 @@ impl<'a> Parser<'a> {
                 any = true;
             }
             if !any {
-                return st.err("syntax error: expected max-mails or max-rcpt");
+                return st.err(format!(
+                    "syntax error: expected one of {}",
+                    SMTP_LIMITS.join(", ")
+                ));
             }
         } else {
             return st.err(format!(
-                "syntax error: expected max-message-size, sub-addr-delim or limit, found {}",
+                "syntax error: expected max-message-size, sub-addr-delim, ciphers or limit, found {}",
                 st.describe()
             ));
         }
@@ -1523,6 +1564,45 @@ fn check_regexes(st: &Stmt<'_>, t: &TableRef) -> P<()> {
     Ok(())
 }
 
+/// A `ciphers` or `protocols` value, checked by `parse` (see [`ciphers`]).
+fn tls_list<T>(
+    st: &mut Stmt<'_>,
+    what: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> P<String> {
+    let v = st.value(what)?;
+    match parse(&v) {
+        Ok(_) => Ok(v),
+        Err(e) => {
+            st.pos -= 1;
+            st.err(e)
+        }
+    }
+}
+
+/// A count that must be at least 1 (a limit of 0 sessions would refuse everyone).
+fn positive(st: &mut Stmt<'_>) -> P<u64> {
+    match st.number("a number")? {
+        0 => {
+            st.pos -= 1;
+            st.err("invalid number: 0: expected at least 1")
+        }
+        n => Ok(n),
+    }
+}
+
+/// A size such as `100K` or `1M` (see [`parse_size`]).
+fn size(st: &mut Stmt<'_>) -> P<u64> {
+    let v = st.value("a size")?;
+    match parse_size(&v) {
+        Some(n) if n > 0 => Ok(n),
+        _ => {
+            st.pos -= 1;
+            st.err(format!("invalid size: {v}"))
+        }
+    }
+}
+
 /// `NUM[s|m|h|d]` (parse.y `delaytonum`); a bare number is seconds.
 fn delay(st: &mut Stmt<'_>) -> P<Duration> {
     let v = st.value("a delay")?;
@@ -1537,8 +1617,10 @@ fn delay(st: &mut Stmt<'_>) -> P<Duration> {
         'd' => 86400,
         _ => 0,
     };
-    match num.parse::<u64>() {
-        Ok(n) if mult > 0 => Ok(Duration::from_secs(n * mult)),
+    // parse.y keeps delays within an int: `queue ttl 999999999999999999d` is an error, not
+    // an overflow here or a time beyond what SystemTime can add later.
+    match num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)) {
+        Some(secs) if mult > 0 && secs <= i32::MAX as u64 => Ok(Duration::from_secs(secs)),
         _ => {
             st.pos -= 1;
             st.err(format!(

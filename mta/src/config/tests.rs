@@ -44,6 +44,8 @@ queue ttl 5d
 smtp max-message-size 50M
 smtp sub-addr-delim "-"
 smtp limit max-mails 10 max-rcpt 50
+smtp limit max-sessions-per-ip 20 max-conn-rate 120 max-header-size 200K max-header-field 32K
+smtp ciphers "HIGH:!aNULL:!MD5"
 mta max-deferred 200
 mta limit for domain example.net max-conn-per-host 2
 mda wrapper "spam" "/usr/bin/wrap %{mda}"
@@ -54,7 +56,7 @@ filter "no_rdns" phase connect match !rdns disconnect "550 5.7.1 no rDNS"
 filter "rsp" proc-exec "filter-rspamd" user _rspamd
 filter "in" chain { "no_rdns", "rsp" }
 listen on 127.0.0.1
-listen on 127.0.0.1 port submission tls-require pki mx.example.org auth <vusers> senders <vusers> masquerade tag SUBMISSION
+listen on 127.0.0.1 port submission tls-require pki mx.example.org protocols "tlsv1.2,tlsv1.3" ciphers "ECDHE-RSA-AES256-GCM-SHA384" auth <vusers> senders <vusers> masquerade tag SUBMISSION
 listen on 127.0.0.1 port 10025 tag SCANNED mask-src no-dsn filter "in"
 listen on socket tag LOCAL
 action "sys" mbox alias <aliases>
@@ -108,6 +110,49 @@ fn every_directive_parses_into_typed_config() {
                 "192.168.0.0/16".into()
             ]))
         })
+    );
+}
+
+#[test]
+fn smtp_limit_extensions_set_the_session_and_connection_limits() {
+    let c = ok(FULL);
+    assert_eq!(c.max_sessions_per_ip(), 20);
+    assert_eq!(c.max_conn_rate(), 120);
+    assert_eq!(c.max_header_size(), 200 * 1024);
+    assert_eq!(c.max_header_field(), 32 * 1024);
+    // Not given: the defaults.
+    assert_eq!(c.max_sessions(), 4096);
+    let d = ok("");
+    assert_eq!(
+        (d.max_conn_rate(), d.max_header_size(), d.max_header_field()),
+        (0, 102_400, 65_536)
+    );
+    assert_eq!(
+        errs("smtp limit max-sessions-per-ip 0\n"),
+        "smtpd.conf:1:32: invalid number: 0: expected at least 1"
+    );
+    assert_eq!(
+        errs("smtp limit max-header-size lots\n"),
+        "smtpd.conf:1:28: invalid size: lots"
+    );
+    assert!(
+        errs("smtp limit max-conn-per-ip 5\n")
+            .contains("invalid smtp limit keyword: max-conn-per-ip"),
+    );
+}
+
+/// Found while adding the `config` fuzz target: the day multiplier overflowed u64
+/// (a panic with overflow checks, a wrong delay without).
+#[test]
+fn a_huge_delay_is_an_error_not_an_overflow() {
+    assert_eq!(
+        errs("queue ttl 999999999999999999d\n"),
+        "smtpd.conf:1:11: invalid delay: 999999999999999999d: expected a number with s, m, h or d"
+    );
+    assert!(errs("queue ttl 2147483648s\n").contains("invalid delay"));
+    assert_eq!(
+        ok("queue ttl 2147483647s\n").queue_ttl().as_secs(),
+        2_147_483_647
     );
 }
 
@@ -185,6 +230,35 @@ fn unimplemented_keywords_are_named() {
             .contains("`proxy-v2` is not implemented by fugu yet")
     );
     assert!(errs("srs key secret\n").contains("`srs`"));
+    assert!(
+        errs("action \"r\" relay ciphers \"HIGH\"\n")
+            .contains("`ciphers` on a relay action is not implemented by fugu yet")
+    );
+}
+
+#[test]
+fn listener_ciphers_and_protocols_are_checked_against_what_rustls_has() {
+    let c = ok(FULL);
+    assert_eq!(c.listeners[1].protocols.as_deref(), Some("tlsv1.2,tlsv1.3"));
+    assert_eq!(
+        c.listeners[1].ciphers.as_deref(),
+        Some("ECDHE-RSA-AES256-GCM-SHA384")
+    );
+    assert_eq!(c.smtp.ciphers.as_deref(), Some("HIGH:!aNULL:!MD5"));
+    let pki = "pki a cert \"/c\"\npki a key \"/k\"\n";
+    assert_eq!(
+        errs(&format!(
+            "{pki}listen on 127.0.0.1 tls pki a protocols \"tlsv1.1\"\n"
+        )),
+        "smtpd.conf:3:41: protocol tlsv1.1 is not available in fugu (rustls has tlsv1.2 and tlsv1.3)"
+    );
+    assert!(
+        errs(&format!(
+            "{pki}listen on 127.0.0.1 tls pki a ciphers \"DHE-RSA-AES256-SHA\"\n"
+        ))
+        .starts_with("smtpd.conf:3:39: unknown or unavailable cipher \"DHE-RSA-AES256-SHA\"")
+    );
+    assert!(errs("smtp ciphers \"HIGH:!BOGUS\"\n").contains("unknown or unavailable cipher"));
 }
 
 #[test]
@@ -298,4 +372,43 @@ fn rules_first_match_wins_with_defaults_and_negation() {
         Decision::Action { .. }
     ));
     assert_eq!(c2.match_rcpt(&ext, &t2), Decision::NoMatch);
+}
+
+#[test]
+fn authres_directives_set_the_checks_and_round_trip() {
+    let c = ok("listen on 127.0.0.1\n");
+    assert_eq!(c.authres, crate::authres::Settings::default());
+    assert!(c.authres.enabled);
+    assert_eq!(c.authres.dmarc, crate::authres::DmarcMode::Quarantine);
+    assert!(!c.dump().contains("authres"));
+
+    let c = ok("authres off\nauthres dmarc reject\n\
+                listen on 127.0.0.1 port 10026 tag FILTERED no-authres\n");
+    assert!(!c.authres.enabled);
+    assert_eq!(c.authres.dmarc, crate::authres::DmarcMode::Reject);
+    assert!(c.listeners[0].no_authres);
+    let text = c.dump();
+    assert!(
+        text.contains("authres off\nauthres dmarc reject\n"),
+        "{text}"
+    );
+    assert!(text.contains(" no-authres"), "{text}");
+    assert_eq!(ok(&text), c);
+
+    assert_eq!(
+        ok("authres dmarc none\n").authres.dmarc,
+        crate::authres::DmarcMode::None
+    );
+}
+
+#[test]
+fn authres_refuses_unknown_words_with_the_choices() {
+    assert!(
+        errs("authres dmarc always\n")
+            .contains("smtpd.conf:1:15: syntax error: expected `reject`, `quarantine` or `none`, found `always`"),
+        "{}",
+        errs("authres dmarc always\n")
+    );
+    assert!(errs("authres\n").contains("expected `on`, `off` or `dmarc`, found end of line"));
+    assert!(errs("authres on please\n").contains("unexpected `please`"));
 }

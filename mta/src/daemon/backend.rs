@@ -28,6 +28,10 @@ pub struct DaemonBackend {
     pub(super) hashing: Arc<Semaphore>,
     /// Bans, greylist and block lists (see [`crate::access`]).
     pub(super) guard: Arc<crate::access::Guard>,
+    /// SPF/DKIM/DMARC's resolver (see [`crate::authres`]).
+    pub(super) authres: Arc<crate::authres::Verifier>,
+    /// The clients' reverse names, asked through the configuration's `resolver`.
+    pub(super) rdns: Arc<crate::rdns::ReverseResolver>,
 }
 
 fn match_context<'a>(ctx: &'a CheckContext, rcpt: &'a str) -> MatchContext<'a> {
@@ -164,6 +168,13 @@ impl Backend for DaemonBackend {
         access_hooks::record_failure(self, ip, failure);
     }
 
+    fn reverse_name(&self, ip: IpAddr) -> BoxFuture<'_, crate::rdns::ReverseName> {
+        Box::pin(async move {
+            let state = self.state.current();
+            self.rdns.lookup(state.config.resolver.as_deref(), ip).await
+        })
+    }
+
     fn check_sender<'a>(
         &'a self,
         address: Option<&'a str>,
@@ -258,6 +269,23 @@ impl Backend for DaemonBackend {
                     Err(reply::queue_error(&e))
                 }
             }
+        })
+    }
+
+    fn begin_message_on(
+        &self,
+        envelope: Envelope,
+        listener: usize,
+    ) -> BoxFuture<'_, Result<Box<dyn MessageWriter>, Reply>> {
+        Box::pin(async move {
+            let state = self.state.current();
+            let checks = super::authres_writer::context(&state, &self.authres, &envelope, listener);
+            let inner = self.begin_message(envelope).await?;
+            Ok(match checks {
+                Some(cx) => Box::new(super::authres_writer::AuthresWriter::new(inner, cx))
+                    as Box<dyn MessageWriter>,
+                None => inner,
+            })
         })
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use super::{StartError, State};
 use crate::config::{Config, Family, ListenAuth, ListenOn, ListenTls, Listener as ListenConf};
-use crate::server::tls::{CertSwitch, Pki, reloadable_server_config};
-use crate::server::{ListenAddr, Listener};
+use crate::server::tls::{CertSwitch, Pki, TlsOptions, reloadable_server_config_with};
+use crate::server::{Limits, ListenAddr, Listener};
 use crate::session::{AuthPolicy, SessionConfig, TlsPolicy};
 
 /// The local enqueuer's socket in the spool (`fugu sendmail` connects here).
@@ -38,7 +38,12 @@ pub(super) fn listeners(
         let tls = match l.tls {
             ListenTls::Plain => None,
             _ => {
-                let (config, switch) = reloadable_server_config(&pkis(cfg, &l.pki)?)?;
+                let opts = TlsOptions {
+                    client_ca: client_ca(cfg, l)?,
+                    ciphers: l.ciphers.as_deref().or(cfg.smtp.ciphers.as_deref()),
+                    protocols: l.protocols.as_deref(),
+                };
+                let (config, switch) = reloadable_server_config_with(&pkis(cfg, &l.pki)?, &opts)?;
                 handles.push(TlsHandle {
                     pki: l.pki.clone(),
                     switch,
@@ -58,6 +63,7 @@ pub(super) fn listeners(
                 addr: ListenAddr::Tcp(SocketAddr::new(ip, port)),
                 session: session.clone(),
                 tls: tls.clone(),
+                filters: None,
             });
         }
     }
@@ -75,8 +81,19 @@ pub(super) fn listeners(
         addr: ListenAddr::Unix(spool.join(ENQUEUE_SOCKET)),
         session: Arc::new(session),
         tls: None,
+        filters: None,
     });
     Ok((out, handles))
+}
+
+/// The server-wide connection limits from `smtp limit` (fugu extensions).
+pub(super) fn limits(cfg: &Config) -> Limits {
+    Limits {
+        max_sessions: usize::try_from(cfg.max_sessions()).unwrap_or(usize::MAX),
+        max_sessions_per_ip: usize::try_from(cfg.max_sessions_per_ip()).unwrap_or(usize::MAX),
+        max_conn_rate_per_ip: u32::try_from(cfg.max_conn_rate()).unwrap_or(u32::MAX),
+        ..Limits::default()
+    }
 }
 
 fn session_config(cfg: &Config, l: &ListenConf, index: usize, hostname: &str) -> SessionConfig {
@@ -85,6 +102,8 @@ fn session_config(cfg: &Config, l: &ListenConf, index: usize, hostname: &str) ->
     s.max_message_size = cfg.max_message_size();
     s.max_rcpt = usize::try_from(cfg.max_rcpt()).unwrap_or(usize::MAX);
     s.max_mails = usize::try_from(cfg.max_mails()).unwrap_or(usize::MAX);
+    s.max_header_size = usize::try_from(cfg.max_header_size()).unwrap_or(usize::MAX);
+    s.max_header_field = usize::try_from(cfg.max_header_field()).unwrap_or(usize::MAX);
     s.tls = match l.tls {
         ListenTls::Plain => TlsPolicy::None,
         ListenTls::Starttls => TlsPolicy::StartTls,
@@ -101,6 +120,29 @@ fn session_config(cfg: &Config, l: &ListenConf, index: usize, hostname: &str) ->
     s.mask_src = l.mask_src;
     s.received_auth = l.received_auth;
     s
+}
+
+/// `smtps verify` / `tls-require verify`: the listener's `ca` file, which client
+/// certificates must chain to.
+fn client_ca<'c>(cfg: &'c Config, l: &ListenConf) -> Result<Option<&'c Path>, StartError> {
+    let verify = matches!(
+        l.tls,
+        ListenTls::Require { verify: true } | ListenTls::Smtps { verify: true }
+    );
+    if !verify {
+        return Ok(None);
+    }
+    let Some(name) = &l.ca else {
+        return Err(StartError::Other(
+            "a listener with verify needs a ca for its client certificates".into(),
+        ));
+    };
+    match cfg.ca.get(name) {
+        Some(ca) => Ok(Some(ca.cert.as_path())),
+        None => Err(StartError::Other(format!(
+            "listener uses unknown ca {name}"
+        ))),
+    }
 }
 
 /// The `pki` blocks named `names` in `cfg`, as certificate and key paths.

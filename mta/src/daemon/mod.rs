@@ -3,6 +3,7 @@
 //! ports, SIGTERM/SIGINT stop accepting and let sessions finish.
 
 mod access_hooks;
+mod authres_writer;
 mod backend;
 mod control;
 mod dispatch;
@@ -19,7 +20,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Diagnostics};
 use crate::queue::{Queue, QueueConfig, Scheduler};
-use crate::server::{Limits, Server};
+use crate::server::Server;
 use crate::table::{LocalIdentity, Tables};
 
 /// Where the queue lives when neither the command line nor `spool` says.
@@ -143,6 +144,9 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Spool writes are short and the disk is one queue: past a few dozen threads,
+        // 1000 sessions only add stacks and context switches, not throughput.
+        .max_blocking_threads(64)
         .build()
         .map_err(|e| StartError::Other(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(serve(opts, spool, state))
@@ -168,8 +172,16 @@ async fn serve(opts: Options, spool: PathBuf, state: State) -> Result<(), StartE
         ..QueueConfig::default()
     };
     let queue = Queue::open(&spool, queue_config, clock.clone())?;
-    let (listeners, tls) = listen::listeners(&state, &spool)?;
-    let server = Server::bind(listeners, Limits::default(), clock.clone())?;
+    let (mut listeners, tls) = listen::listeners(&state, &spool)?;
+    // smtpd-filters(7): no SMTP before every filter process has registered.
+    let filter_tables = Arc::new(crate::filter::LateTables::default());
+    let filters =
+        crate::filter::Filters::start(&state.config, &state.hostname, filter_tables.clone())
+            .await?;
+    for l in &mut listeners {
+        l.filters = filters.chain(l.session.listener);
+    }
+    let server = Server::bind(listeners, listen::limits(&state.config), clock.clone())?;
     let control_listener = control::bind(&spool)?;
     for addr in server.local_addrs() {
         tracing::info!("smtpd: listening on {addr}");
@@ -186,6 +198,7 @@ async fn serve(opts: Options, spool: PathBuf, state: State) -> Result<(), StartE
         clock.clone(),
     ));
     let shared = Arc::new(Shared(RwLock::new(Arc::new(state))));
+    filter_tables.set(shared.clone());
     let backend = Arc::new(backend::DaemonBackend {
         state: shared.clone(),
         queue: queue.clone(),
@@ -193,6 +206,8 @@ async fn serve(opts: Options, spool: PathBuf, state: State) -> Result<(), StartE
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
         guard: guard.clone(),
+        authres: Arc::default(),
+        rdns: Arc::default(),
     });
     let reloader = Arc::new(Reloader {
         config: opts.config.clone(),

@@ -1,6 +1,8 @@
 //! Maildir delivery: write into `tmp/`, fsync, rename into `new/`, fsync `new/` (the
 //! rename is the delivery: a crash leaves at most a stray file in `tmp/`, never a partial
-//! message in `new/`). `junk` delivers into the `.Junk` folder (Maildir++).
+//! message in `new/`). With `junk`, a message marked as spam (`X-Spam: yes`, as OpenSMTPD's
+//! `mail.maildir -j` reads it, or SpamAssassin's `X-Spam-Flag: YES`) goes into the `.Junk`
+//! folder (Maildir++); unmarked mail still goes to the inbox.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -16,7 +18,7 @@ use super::{Outcome, crlf_to_lf, trace_headers};
 pub struct Maildir {
     /// The Maildir root (the directory holding `cur`, `new`, `tmp`).
     pub root: PathBuf,
-    /// Deliver into `<root>/.Junk` instead of the inbox.
+    /// Deliver mail marked as spam into `<root>/.Junk` instead of the inbox.
     pub junk: bool,
     /// The host name in unique file names.
     pub hostname: String,
@@ -33,8 +35,9 @@ impl Maildir {
     ) -> (Outcome, Option<PathBuf>) {
         let mut data = trace_headers(sender, rcpt);
         data.extend_from_slice(&crlf_to_lf(message));
+        let folder = self.folder(message);
         let me = self.clone();
-        match tokio::task::spawn_blocking(move || me.write(&data)).await {
+        match tokio::task::spawn_blocking(move || me.write(&folder, &data)).await {
             Ok(Ok(p)) => (
                 Outcome::Delivered(format!("250 2.0.0 delivered to maildir {}", p.display())),
                 Some(p),
@@ -44,24 +47,23 @@ impl Maildir {
         }
     }
 
-    /// The folder written into.
-    pub fn folder(&self) -> PathBuf {
-        if self.junk {
+    /// The folder `message` is written into.
+    pub fn folder(&self, message: &[u8]) -> PathBuf {
+        if self.junk && marked_as_spam(message) {
             self.root.join(".Junk")
         } else {
             self.root.clone()
         }
     }
 
-    fn write(&self, data: &[u8]) -> std::io::Result<PathBuf> {
-        let folder = self.folder();
+    fn write(&self, folder: &Path, data: &[u8]) -> std::io::Result<PathBuf> {
         for sub in ["tmp", "new", "cur"] {
             DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(folder.join(sub))?;
         }
-        if self.junk {
+        if folder != self.root {
             // Maildir++: a folder is a maildir with a `maildirfolder` marker.
             let marker = folder.join("maildirfolder");
             if !marker.exists() {
@@ -88,6 +90,30 @@ impl Maildir {
         File::open(folder.join("new"))?.sync_all()?;
         Ok(new)
     }
+}
+
+/// Whether the header block carries a spam mark: `X-Spam: yes` (what OpenSMTPD's filters
+/// write and `mail.maildir -j` looks for) or SpamAssassin's `X-Spam-Flag: YES`.
+fn marked_as_spam(message: &[u8]) -> bool {
+    for line in message.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return false;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        if (name.eq_ignore_ascii_case(b"X-Spam") || name.eq_ignore_ascii_case(b"X-Spam-Flag"))
+            && value
+                .trim_ascii()
+                .get(..3)
+                .is_some_and(|v| v.eq_ignore_ascii_case(b"yes"))
+        {
+            return true;
+        }
+    }
+    false
 }
 
 fn classify(e: &std::io::Error) -> Outcome {
@@ -144,5 +170,28 @@ mod tests {
         let b = unique_name("mx/one:2");
         assert_ne!(a, b);
         assert!(a.ends_with(".mx\\057one\\0722"), "{a}");
+    }
+
+    #[test]
+    fn junk_files_only_mail_marked_as_spam_into_the_junk_folder() {
+        let m = Maildir {
+            root: PathBuf::from("/m"),
+            junk: true,
+            hostname: "mx".into(),
+        };
+        let junk = PathBuf::from("/m/.Junk");
+        assert_eq!(m.folder(b"X-Spam: Yes\r\nSubject: a\r\n\r\nbody\r\n"), junk);
+        assert_eq!(
+            m.folder(b"Subject: a\r\nx-spam-flag:  YES\r\n\r\nbody\r\n"),
+            junk
+        );
+        assert_eq!(
+            m.folder(b"Subject: a\r\nX-Spam-Flag: NO\r\n\r\nbody\r\n"),
+            m.root
+        );
+        // A mark in the body is not a header.
+        assert_eq!(m.folder(b"Subject: a\r\n\r\nX-Spam: yes\r\n"), m.root);
+        let inbox = Maildir { junk: false, ..m };
+        assert_eq!(inbox.folder(b"X-Spam: yes\r\n\r\n"), inbox.root);
     }
 }

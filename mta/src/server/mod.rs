@@ -7,6 +7,8 @@
 //! Replies are buffered and flushed when the shell is about to wait for the client, so
 //! the answers to a pipelined group (RFC 2920) leave in one write.
 
+pub mod ciphers;
+mod rate;
 pub mod tls;
 
 use std::collections::{HashMap, VecDeque};
@@ -30,6 +32,7 @@ use tokio_rustls::server::TlsStream;
 use crate::Error;
 use crate::clock::Clock;
 use crate::envelope::{Envelope, Origin};
+use crate::filter::Verdict;
 use crate::session::{
     Action, AuthVerdict, CheckContext, Event, Peer, RecipientVerdict, Reply, SenderVerdict,
     Session, SessionConfig, TlsPolicy, reply,
@@ -65,6 +68,12 @@ pub trait Backend: Send + Sync + 'static {
         let _ = (ip, listener);
         Box::pin(async { None })
     }
+    /// The client's reverse name (PTR, then forward-confirmed), asked once per session
+    /// after `check_connect` let it in; bounded in time by the implementation.
+    fn reverse_name(&self, ip: IpAddr) -> BoxFuture<'_, crate::rdns::ReverseName> {
+        let _ = ip;
+        Box::pin(async { crate::rdns::ReverseName::default() })
+    }
     /// A client got an error reply (auth failures and protocol abuse feed auto-bans).
     fn record_failure(&self, ip: IpAddr, failure: crate::access::Failure) {
         let _ = (ip, failure);
@@ -74,6 +83,16 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         envelope: Envelope,
     ) -> BoxFuture<'_, Result<Box<dyn MessageWriter>, Reply>>;
+    /// [`Backend::begin_message`] knowing the listener (its index in the configuration)
+    /// the session came in on; by default the listener does not matter.
+    fn begin_message_on(
+        &self,
+        envelope: Envelope,
+        listener: usize,
+    ) -> BoxFuture<'_, Result<Box<dyn MessageWriter>, Reply>> {
+        let _ = listener;
+        self.begin_message(envelope)
+    }
 }
 
 /// One message being written to the queue.
@@ -99,6 +118,8 @@ pub struct Listener {
     pub session: Arc<SessionConfig>,
     /// Required for `TlsPolicy::StartTls*` and `Implicit`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The listener's OpenSMTPD filters (`listen … filter`), run for every session.
+    pub filters: Option<Arc<crate::filter::Chain>>,
 }
 
 /// Limits across all listeners.
@@ -106,6 +127,9 @@ pub struct Listener {
 pub struct Limits {
     pub max_sessions: usize,
     pub max_sessions_per_ip: usize,
+    /// New connections per minute from one address (`smtp limit max-conn-rate`, a fugu
+    /// extension); 0 is no limit.
+    pub max_conn_rate_per_ip: u32,
     /// OpenSMTPD's session timeout: 300 s without a complete command.
     pub idle_timeout: Duration,
     pub total_timeout: Duration,
@@ -119,6 +143,7 @@ impl Default for Limits {
         Limits {
             max_sessions: 4096,
             max_sessions_per_ip: 64,
+            max_conn_rate_per_ip: 0,
             idle_timeout: Duration::from_secs(300),
             total_timeout: Duration::from_secs(3600),
             tls_handshake_timeout: Duration::from_secs(30),
@@ -174,6 +199,7 @@ impl PauseSwitch {
 struct Counters {
     total: usize,
     per_ip: HashMap<IpAddr, usize>,
+    rate: rate::ConnRate,
 }
 
 /// Releases a connection slot when the session ends.
@@ -205,7 +231,13 @@ impl Server {
         clock: Arc<dyn Clock>,
     ) -> Result<Server, Error> {
         let mut bound = Vec::new();
-        for l in listeners {
+        for mut l in listeners {
+            if l.filters.is_some() && !l.session.filtered {
+                // The session asks the filters only where there are some.
+                let mut session = (*l.session).clone();
+                session.filtered = true;
+                l.session = Arc::new(session);
+            }
             let b = match &l.addr {
                 ListenAddr::Tcp(sa) => {
                     let bind_err = |source| Error::Bind {
@@ -271,6 +303,7 @@ impl Server {
         let counters = Arc::new(Mutex::new(Counters {
             total: 0,
             per_ip: HashMap::new(),
+            rate: rate::ConnRate::new(self.limits.max_conn_rate_per_ip),
         }));
         let mut tasks = Vec::new();
         for (bound, listener) in self.bound {
@@ -312,11 +345,11 @@ impl Server {
                     let ctx = ctx.clone();
                     tokio::spawn(async move {
                         match slot {
-                            Some(slot) => {
+                            Ok(slot) => {
                                 connection(ctx, stream, origin).await;
                                 drop(slot);
                             }
-                            None => refuse(ctx, stream).await,
+                            Err(why) => refuse(ctx, stream, origin, why).await,
                         }
                     });
                 }
@@ -328,20 +361,36 @@ impl Server {
     }
 }
 
-fn take_slot(counters: &Arc<Mutex<Counters>>, ip: Option<IpAddr>, limits: &Limits) -> Option<Slot> {
+/// Which limit refused a connection, for the log.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    Sessions,
+    SessionsPerIp,
+    ConnRate,
+}
+
+fn take_slot(
+    counters: &Arc<Mutex<Counters>>,
+    ip: Option<IpAddr>,
+    limits: &Limits,
+) -> Result<Slot, Refusal> {
     let mut c = counters.lock().unwrap_or_else(|p| p.into_inner());
     if c.total >= limits.max_sessions {
-        return None;
+        return Err(Refusal::Sessions);
     }
     if let Some(ip) = ip {
-        let n = c.per_ip.entry(ip).or_insert(0);
-        if *n >= limits.max_sessions_per_ip {
-            return None;
+        if c.per_ip.get(&ip).copied().unwrap_or(0) >= limits.max_sessions_per_ip {
+            return Err(Refusal::SessionsPerIp);
         }
-        *n += 1;
+        // Counted only once the concurrency caps let it in: a client held back by
+        // those does not also use up its rate.
+        if !c.rate.admit(ip, std::time::Instant::now()) {
+            return Err(Refusal::ConnRate);
+        }
+        *c.per_ip.entry(ip).or_insert(0) += 1;
     }
     c.total += 1;
-    Some(Slot {
+    Ok(Slot {
         counters: counters.clone(),
         ip,
     })
@@ -361,7 +410,16 @@ async fn accept(b: &Bound) -> io::Result<(Stream, Origin)> {
     }
 }
 
-async fn refuse(ctx: Arc<ConnCtx>, mut stream: Stream) {
+async fn refuse(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin, why: Refusal) {
+    let (limit, address) = match (why, &origin) {
+        (Refusal::Sessions, _) => ("max-sessions", None),
+        (Refusal::SessionsPerIp, Origin::Inet(sa)) => ("max-sessions-per-ip", Some(sa.ip())),
+        (Refusal::ConnRate, Origin::Inet(sa)) => ("max-conn-rate", Some(sa.ip())),
+        (_, Origin::Local) => ("max-sessions", None),
+    };
+    let address = address.map_or_else(|| "local".to_string(), |ip| ip.to_string());
+    tracing::info!(target: "smtp", "smtp refused address={address} reason=too-many-connections limit={limit}");
+    // RFC 5321 §3.8: a server may refuse at connect with 421 and close.
     let r = Reply::new(
         421,
         "4.7.0",
@@ -490,6 +548,37 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
         let _ = stream.shutdown().await;
         return;
     }
+    // OpenSMTPD resolves the client before the banner: the name is in the `connected`
+    // log line, the Received header and `match from rdns`; whether it is confirmed is the
+    // filters' `fcrdns`.
+    let mut reverse = crate::rdns::ReverseName::default();
+    if let Some(ip) = client_ip {
+        reverse = ctx.backend.reverse_name(ip).await;
+        peer.rdns = reverse.name.clone();
+    }
+    let src = match &peer.origin {
+        Origin::Inet(sa) => Some(*sa),
+        Origin::Local => None,
+    };
+    let dest = match &stream {
+        Stream::Tcp(s) => s.local_addr().ok(),
+        Stream::Tls(s) => s.get_ref().0.local_addr().ok(),
+        Stream::Unix(_) | Stream::Gone => None,
+    };
+    let mut filters = crate::filter::SessionFilters::connect(
+        ctx.listener.filters.clone(),
+        sid,
+        src,
+        dest,
+        reverse,
+    )
+    .await;
+    if let Verdict::Reject(r) | Verdict::Disconnect(r) = filters.connect_phase().await {
+        let _ = stream.write_all(r.to_wire().as_bytes()).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
+    filters.greeting(&ctx.listener.session.hostname);
     let (mut session, first) = Session::new(ctx.listener.session.clone(), peer, ctx.clock.clone());
     let mut pending: VecDeque<Action> = first.into();
     let mut out: Vec<u8> = Vec::new();
@@ -512,6 +601,7 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
                         };
                         ctx.backend.record_failure(ip, failure);
                     }
+                    filters.server_reply(&r);
                     out.extend_from_slice(r.to_wire().as_bytes());
                     continue;
                 }
@@ -520,17 +610,38 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
                         session.handle(Event::Disconnected)
                     } else {
                         match handshake(&ctx, &mut stream).await {
-                            Some(info) => session.handle(Event::TlsEstablished(info)),
+                            Some(info) => {
+                                filters.tls(&info.version, &info.cipher, info.bits);
+                                session.handle(Event::TlsEstablished(info))
+                            }
                             None => session.handle(Event::TlsFailed),
                         }
                     }
                 }
+                Action::ClientLine(line) => {
+                    filters.client_line(&line);
+                    Vec::new()
+                }
+                Action::FilterPhase { phase, param } => {
+                    let v = filters.command(phase, &param).await;
+                    session.handle(Event::FilterVerdict(v))
+                }
                 Action::CheckSender { address, context } => {
-                    let v = ctx.backend.check_sender(address.as_deref(), &context).await;
+                    let (backend, addr) = (&*ctx.backend, address.as_deref());
+                    let v =
+                        crate::filter::shell::check_sender(&mut filters, backend, addr, &context)
+                            .await;
                     session.handle(Event::SenderVerdict(v))
                 }
                 Action::CheckRecipient { address, context } => {
-                    let v = ctx.backend.check_recipient(&address, &context).await;
+                    let backend = &*ctx.backend;
+                    let v = crate::filter::shell::check_recipient(
+                        &mut filters,
+                        backend,
+                        &address,
+                        &context,
+                    )
+                    .await;
                     session.handle(Event::RecipientVerdict(v))
                 }
                 Action::VerifyCredentials { user, password } => {
@@ -538,19 +649,27 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
                         .backend
                         .verify_credentials(&user, &password, ctx.listener.session.listener)
                         .await;
+                    filters.auth(&user, crate::filter::auth_result(v));
                     session.handle(Event::AuthVerdict(v))
                 }
-                Action::MessageBegin(envelope) => {
-                    match ctx.backend.begin_message(*envelope).await {
+                Action::MessageBegin(envelope) => match filters.data().await {
+                    Verdict::Reject(r) => session.handle(Event::MessageFailed(r)),
+                    Verdict::Disconnect(r) => filter_disconnect(&mut session, r),
+                    Verdict::Proceed | Verdict::Rewrite(_) => match ctx
+                        .backend
+                        .begin_message_on(*envelope, ctx.listener.session.listener)
+                        .await
+                    {
                         Ok(w) => {
                             writer = Some(w);
                             Vec::new()
                         }
                         Err(r) => session.handle(Event::MessageFailed(r)),
-                    }
-                }
-                Action::MessageChunk(chunk) => match writer.as_mut() {
-                    Some(w) => match w.write(&chunk).await {
+                    },
+                },
+                Action::MessageChunk(chunk) => match (writer.as_mut(), filters.chunk(chunk)) {
+                    (_, None) => Vec::new(),
+                    (Some(w), Some(chunk)) => match w.write(&chunk).await {
                         Ok(()) => Vec::new(),
                         Err(r) => {
                             if let Some(w) = writer.take() {
@@ -559,10 +678,10 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
                             session.handle(Event::MessageFailed(r))
                         }
                     },
-                    None => Vec::new(),
+                    (None, Some(_)) => Vec::new(),
                 },
                 Action::MessageEnd => match writer.take() {
-                    Some(w) => match w.commit().await {
+                    Some(w) => match crate::filter::shell::finish_message(&mut filters, w).await {
                         Ok(queue_id) => session.handle(Event::MessageCommitted { queue_id }),
                         Err(r) => session.handle(Event::MessageFailed(r)),
                     },
@@ -571,6 +690,7 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
                 Action::MessageAbort => {
                     if let Some(w) = writer.take() {
                         w.abort();
+                        filters.rollback();
                     }
                     Vec::new()
                 }
@@ -598,8 +718,14 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
                 Ok(0) | Err(_) => session.handle(Event::Disconnected),
                 Ok(n) => session.handle(Event::Input(&buf[..n])),
             },
-            _ = idle => session.handle(Event::Timeout),
-            _ = total => session.handle(Event::Timeout),
+            _ = idle => {
+                filters.timeout();
+                session.handle(Event::Timeout)
+            }
+            _ = total => {
+                filters.timeout();
+                session.handle(Event::Timeout)
+            }
             _ = shutdown.changed() => session.handle(Event::Shutdown),
         };
         pending.extend(event_actions);
@@ -607,6 +733,14 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
     if let Some(w) = writer.take() {
         w.abort();
     }
+}
+
+/// A filter ended the session: its reply goes out, then the connection closes.
+fn filter_disconnect(session: &mut Session, r: Reply) -> Vec<Action> {
+    let mut actions = session.handle(Event::Disconnected);
+    actions.push(Action::Reply(r));
+    actions.push(Action::Close);
+    actions
 }
 
 async fn flush(stream: &mut Stream, out: &mut Vec<u8>) -> io::Result<()> {

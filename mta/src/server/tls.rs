@@ -1,18 +1,21 @@
 //! rustls (ring provider) server configuration from `pki` certificate/key files, with SNI
-//! choosing the certificate and the first `pki` as the default.
+//! choosing the certificate and the first `pki` as the default. A listener with `verify`
+//! (`smtps verify`, `tls-require verify`) demands a client certificate that chains to its
+//! `ca`: a client without one, or with one from another CA, fails the handshake.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use rustls::RootCertStore;
 use rustls::crypto::ring;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 
 use crate::Error as ServerError;
-use crate::session::TlsInfo;
+use crate::session::{ClientCert, TlsInfo};
 
 /// One `pki NAME cert FILE key FILE`.
 #[derive(Debug, Clone)]
@@ -96,17 +99,68 @@ pub fn server_config(pkis: &[Pki]) -> Result<Arc<rustls::ServerConfig>, ServerEr
 pub fn reloadable_server_config(
     pkis: &[Pki],
 ) -> Result<(Arc<rustls::ServerConfig>, Arc<CertSwitch>), ServerError> {
+    reloadable_server_config_with(pkis, &TlsOptions::default())
+}
+
+/// A listener's TLS settings beyond its certificates.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions<'a> {
+    /// `verify`: the PEM file of the listener's `ca`; every client must present a
+    /// certificate issued by it.
+    pub client_ca: Option<&'a Path>,
+    /// `ciphers` (listener, else `smtp ciphers`), libtls syntax.
+    pub ciphers: Option<&'a str>,
+    /// `protocols`, libtls syntax.
+    pub protocols: Option<&'a str>,
+}
+
+/// [`reloadable_server_config`] with the listener's [`TlsOptions`].
+pub fn reloadable_server_config_with(
+    pkis: &[Pki],
+    opts: &TlsOptions<'_>,
+) -> Result<(Arc<rustls::ServerConfig>, Arc<CertSwitch>), ServerError> {
     let certs = load_certs(pkis)?;
     let switch = Arc::new(CertSwitch {
         current: RwLock::new(certs.0),
     });
-    let provider = Arc::new(ring::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ServerError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_cert_resolver(switch.clone());
+    let mut provider = ring::default_provider();
+    if let Some(list) = opts.ciphers {
+        provider.cipher_suites = super::ciphers::parse_ciphers(list).map_err(ServerError::Tls)?;
+    }
+    let versions = match opts.protocols {
+        Some(list) => super::ciphers::parse_protocols(list).map_err(ServerError::Tls)?,
+        None => rustls::DEFAULT_VERSIONS.to_vec(),
+    };
+    let provider = Arc::new(provider);
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
+    let builder = match opts.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(client_roots(ca)?), provider)
+                    .build()
+                    .map_err(|e| bad(ca, e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let cfg = builder.with_cert_resolver(switch.clone());
     Ok((Arc::new(cfg), switch))
+}
+
+/// The CA certificates a `verify` listener trusts for client certificates.
+fn client_roots(ca: &Path) -> Result<RootCertStore, ServerError> {
+    let pem = read(ca)?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| bad(ca, e.to_string()))?;
+        roots.add(cert).map_err(|e| bad(ca, e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(ca, "no CA certificate in file"));
+    }
+    Ok(roots)
 }
 
 /// Reads and checks the certificate chains and keys of `pkis` (the first is the default).
@@ -163,11 +217,30 @@ pub fn tls_info(conn: &rustls::ServerConnection) -> TlsInfo {
         .map(|s| format!("{:?}", s.suite()).replace("TLS13_", "TLS_"))
         .unwrap_or_else(|| "unknown".into());
     let bits = if cipher.contains("AES_128") { 128 } else { 256 };
+    // A certificate is only ever asked for by a `verify` listener, whose verifier has
+    // refused the handshake unless it chains to the `ca`: one that is here is verified.
+    let client_cert = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| ClientCert {
+            verified: true,
+            fingerprint: fingerprint(c),
+        });
     TlsInfo {
         version,
         cipher,
         bits,
         sni: conn.server_name().map(str::to_string),
-        client_cert: None,
+        client_cert,
     }
+}
+
+/// `SHA256:<hex>` of the DER certificate, as OpenSMTPD logs it.
+fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    let digest = ::ring::digest::digest(&::ring::digest::SHA256, cert.as_ref());
+    let mut s = String::from("SHA256:");
+    for b in digest.as_ref() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
 }

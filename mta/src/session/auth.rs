@@ -3,7 +3,7 @@
 //! accepted only where it is advertised: a listener with `auth`/`auth-optional`, on a
 //! TLS session, not yet authenticated. Credentials are never logged.
 
-use super::{Action, AuthVerdict, Mode, Session, Wait, reply};
+use super::{Action, AuthVerdict, FilterPhase, Mode, Session, Wait, reply};
 
 /// What a `failed-command` log line shows for an AUTH line.
 pub(super) fn log_text(args: Option<&str>) -> String {
@@ -33,6 +33,12 @@ impl Session {
         let Some(args) = args else {
             return self.reply(reply::auth_no_parameters());
         };
+        // smtpd-filters(7): the `auth` phase sees the raw arguments, as OpenSMTPD sends.
+        self.filter_phase(FilterPhase::Auth, args.to_string());
+    }
+
+    /// AUTH once the filters let it through (`args` may be a filter's rewrite).
+    pub(super) fn auth_proceed(&mut self, args: &str) {
         let (mech, initial) = match args.split_once([' ', '\t']) {
             Some((m, i)) => (m, Some(i.trim())),
             None => (args, None),

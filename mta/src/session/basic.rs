@@ -1,7 +1,7 @@
 //! The small commands: RSET, QUIT, HELP (RFC 5321 §4.1.1.5, §4.1.1.10, §4.1.1.8).
 //! NOOP, VRFY (252, never disclosing) and EXPN (502) are answered in the dispatcher.
 
-use super::{Action, Mode, Session, reply};
+use super::{Action, FilterPhase, Mode, Session, reply};
 
 impl Session {
     pub(super) fn rset(&mut self, args: Option<&str>) {
@@ -11,6 +11,10 @@ impl Session {
         if self.helo.is_none() {
             return self.reply(reply::bad_sequence());
         }
+        self.filter_phase(FilterPhase::Rset, String::new());
+    }
+
+    pub(super) fn rset_proceed(&mut self) {
         self.abort_message();
         self.tx = None;
         self.mode = Mode::Command;
@@ -21,6 +25,10 @@ impl Session {
         if self.refuse_args(args) {
             return;
         }
+        self.filter_phase(FilterPhase::Quit, String::new());
+    }
+
+    pub(super) fn quit_proceed(&mut self) {
         self.abort_message();
         self.out.push(Action::Reply(reply::bye()));
         self.out.push(Action::Close);

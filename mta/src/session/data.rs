@@ -2,7 +2,7 @@
 //! streaming it with our Received header first, SIZE enforced while streaming
 //! (RFC 1870: 552 5.3.4), and the final 250 only once the queue has committed.
 
-use super::framing::Framer;
+use super::framing::{Framer, HeaderMeter};
 use super::received::{ReceivedInfo, received_header};
 use super::submission::{HeaderFixup, message_id};
 use super::{Action, BareNewline, Message, Mode, Session, Wait, reply};
@@ -119,6 +119,7 @@ impl Session {
         if let Some(tx) = self.tx.as_mut() {
             tx.message = Some(Message {
                 framer: Framer::new(!bdat, self.cfg.max_data_line),
+                headers: HeaderMeter::new(self.cfg.max_header_size, self.cfg.max_header_field),
                 size: 0,
                 written,
                 error: None,
@@ -138,9 +139,7 @@ impl Session {
         let mut chunk = Vec::new();
         let (n, end) = msg.framer.feed(input, &mut chunk);
         msg.size += n as u64;
-        if msg.error.is_none() && msg.size > max {
-            msg.error = Some(reply::message_too_big());
-        }
+        msg.check_limits(&chunk, max);
         if msg.error.is_none() {
             let mut chunk = msg.fix(chunk);
             if end {
@@ -183,9 +182,7 @@ impl Session {
                     let mut chunk = Vec::new();
                     msg.framer.feed(&input[..n as usize], &mut chunk);
                     msg.size += n;
-                    if msg.error.is_none() && msg.size > max {
-                        msg.error = Some(reply::message_too_big());
-                    }
+                    msg.check_limits(&chunk, max);
                     let chunk = msg.fix(chunk);
                     if msg.error.is_none() && !chunk.is_empty() {
                         msg.written += chunk.len() as u64;
@@ -297,6 +294,24 @@ impl Session {
 }
 
 impl Message {
+    /// SIZE (RFC 1870) over the client's octets, and the header limits over the framed
+    /// chunk; the first limit hit is the reply at the end of data.
+    fn check_limits(&mut self, framed: &[u8], max_size: u64) {
+        if self.error.is_some() {
+            return;
+        }
+        if self.size > max_size {
+            self.error = Some(reply::message_too_big());
+            return;
+        }
+        self.headers.feed(framed);
+        if self.headers.exceeded {
+            self.error = Some(reply::header_too_large());
+        } else if self.headers.looping() {
+            self.error = Some(reply::too_many_hops());
+        }
+    }
+
     /// A chunk on its way to the queue, with the submission fix-ups applied.
     fn fix(&mut self, chunk: Vec<u8>) -> Vec<u8> {
         match self.fixup.as_mut() {

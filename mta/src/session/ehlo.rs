@@ -1,7 +1,7 @@
 //! HELO and EHLO (RFC 5321 §4.1.1.1), with OpenSMTPD's checks: one greeting per session
 //! (again only after STARTTLS), a valid domain or address literal as argument.
 
-use super::{AuthPolicy, Helo, Session, TlsPolicy, address, received, reply};
+use super::{AuthPolicy, FilterPhase, Helo, Session, TlsPolicy, address, received, reply};
 
 impl Session {
     pub(super) fn helo(&mut self, args: Option<&str>, extended: bool) {
@@ -15,17 +15,28 @@ impl Session {
         if !address::valid_domain(name) {
             return self.reply(reply::invalid_domain_name());
         }
-        self.helo = Some(Helo {
-            name: name.to_string(),
-            extended,
-        });
-        let peer = received::peer_literal(&self.peer.origin);
-        if !extended {
-            return self.reply(reply::helo(&self.cfg.hostname, name, &peer));
+        let phase = if extended {
+            FilterPhase::Ehlo
+        } else {
+            FilterPhase::Helo
+        };
+        self.filter_phase(phase, name.to_string());
+    }
+
+    /// HELO/EHLO once the filters let it through: `name` may be a filter's rewrite.
+    pub(super) fn helo_proceed(&mut self, name: String, extended: bool) {
+        if !address::valid_domain(&name) {
+            return self.reply(reply::invalid_domain_name());
         }
-        let greeting = reply::hello(&self.cfg.hostname, name, &peer);
-        let caps = self.capabilities();
-        self.reply(reply::ehlo(greeting, caps));
+        let peer = received::peer_literal(&self.peer.origin);
+        let answer = if extended {
+            let greeting = reply::hello(&self.cfg.hostname, &name, &peer);
+            reply::ehlo(greeting, self.capabilities())
+        } else {
+            reply::helo(&self.cfg.hostname, &name, &peer)
+        };
+        self.helo = Some(Helo { name, extended });
+        self.reply(answer);
     }
 
     /// The EHLO keywords, in OpenSMTPD's order with ours added before HELP.

@@ -113,9 +113,174 @@ impl Framer {
     }
 }
 
+/// Measures the header section of the framed (CRLF-normalised) message as it streams:
+/// the whole section and each field with its folded continuation lines (RFC 5322 §2.2.3).
+/// The section ends at the first empty line, or at a line that cannot be a header field
+/// (no `name:`), which RFC 5322 §2.1 makes the start of the body.
+#[derive(Debug, Clone)]
+pub struct HeaderMeter {
+    max_section: usize,
+    max_field: usize,
+    section: usize,
+    field: usize,
+    /// Octets on the current line, line ending excluded.
+    line: usize,
+    /// The current line is still in its field name (no `:` yet).
+    in_name: bool,
+    done: bool,
+    /// A limit was exceeded.
+    pub exceeded: bool,
+    /// The current field's name so far, lower-cased (only as long as a hop field's).
+    name: [u8; 12],
+    name_len: usize,
+    /// `Received:` and `Delivered-To:` fields seen: the hops the message has made.
+    pub hops: usize,
+}
+
+/// RFC 5321 §6.3: a message that has passed this many relays is looping. OpenSMTPD's
+/// `MAX_HOPS_COUNT` (it counts `Received:` and `Delivered-To:`).
+pub const MAX_HOPS: usize = 100;
+
+impl HeaderMeter {
+    pub fn new(max_section: usize, max_field: usize) -> HeaderMeter {
+        HeaderMeter {
+            max_section,
+            max_field,
+            section: 0,
+            field: 0,
+            line: 0,
+            in_name: false,
+            done: false,
+            exceeded: false,
+            name: [0; 12],
+            name_len: 0,
+            hops: 0,
+        }
+    }
+
+    /// The message has been relayed more than [`MAX_HOPS`] times.
+    pub fn looping(&self) -> bool {
+        self.hops > MAX_HOPS
+    }
+
+    /// Feeds framed output, whose line endings are all CRLF.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.done {
+                return;
+            }
+            match b {
+                b'\r' => continue,
+                b'\n' if self.line == 0 => {
+                    self.done = true;
+                    continue;
+                }
+                b'\n' => {
+                    self.line = 0;
+                    self.count(2);
+                    continue;
+                }
+                _ => {}
+            }
+            if self.line == 0 {
+                if b == b' ' || b == b'\t' {
+                    // A continuation line belongs to the field above.
+                    self.in_name = false;
+                } else {
+                    self.field = 0;
+                    self.in_name = true;
+                    self.name_len = 0;
+                }
+            }
+            if self.in_name {
+                if b == b':' && self.line > 0 {
+                    self.in_name = false;
+                    let name = self.name.get(..self.name_len).unwrap_or_default();
+                    if name == b"received" || name == b"delivered-to" {
+                        self.hops += 1;
+                    }
+                } else if !(33..=126).contains(&b) {
+                    // RFC 5322 §2.2: not a field name, so the body has begun.
+                    self.done = true;
+                    return;
+                }
+            }
+            if self.in_name {
+                if let Some(slot) = self.name.get_mut(self.name_len) {
+                    *slot = b.to_ascii_lowercase();
+                }
+                self.name_len += 1;
+            }
+            self.line += 1;
+            self.count(1);
+        }
+    }
+
+    fn count(&mut self, n: usize) {
+        self.section += n;
+        self.field += n;
+        if self.section > self.max_section || self.field > self.max_field {
+            self.exceeded = true;
+            self.done = true;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn meter(msg: &[u8], section: usize, field: usize) -> bool {
+        let mut m = HeaderMeter::new(section, field);
+        for b in msg.chunks(3) {
+            m.feed(b);
+        }
+        m.exceeded
+    }
+
+    #[test]
+    fn header_meter_counts_received_and_delivered_to_as_hops() {
+        let mut m = HeaderMeter::new(1 << 20, 1 << 20);
+        m.feed(b"Received: from a\r\n\tby b\r\nRECEIVED: x\r\nDelivered-To: u@d\r\n");
+        m.feed(b"Received-SPF: pass\r\nX-Received: y\r\nReceivedx: z\r\n");
+        m.feed(b"Delivered-Tox: q\r\n");
+        m.feed(b"\r\nReceived: in the body\r\n");
+        assert_eq!(m.hops, 3);
+        assert!(!m.looping());
+        let mut m = HeaderMeter::new(1 << 20, 1 << 20);
+        for _ in 0..=MAX_HOPS {
+            m.feed(b"Received: from relay\r\n");
+        }
+        assert!(m.looping());
+    }
+
+    #[test]
+    fn header_meter_counts_the_section_up_to_the_empty_line() {
+        let msg = b"Subject: hi\r\nTo: a@b\r\n\r\nbody body body body body body\r\n";
+        // The section is 13 + 9 octets with line endings; the body never counts.
+        assert!(!meter(msg, 22, 100));
+        assert!(meter(msg, 21, 100));
+    }
+
+    #[test]
+    fn header_meter_counts_folded_lines_as_one_field() {
+        let msg = b"X-Long: a\r\n b\r\n c\r\nTo: x\r\n\r\n";
+        // `X-Long: a` and 2 continuation lines: 11 + 4 + 4 octets.
+        assert!(!meter(msg, 1000, 19));
+        assert!(meter(msg, 1000, 18));
+    }
+
+    #[test]
+    fn header_meter_stops_at_a_line_that_is_no_field() {
+        let big = [
+            b"Subject: x\r\nnot a header line\r\n".to_vec(),
+            vec![b'a'; 500],
+        ]
+        .concat();
+        assert!(!meter(&big, 100, 100));
+        let no_colon = [b"Subject: x\r\n".to_vec(), vec![b'a'; 500]].concat();
+        assert!(meter(&no_colon, 100, 1000));
+    }
 
     fn data(input: &[u8]) -> (Vec<u8>, Option<usize>, Framer) {
         let mut f = Framer::new(true, 1000);

@@ -26,6 +26,7 @@ impl Session {
             pending_tx: None,
             pending_auth_user: None,
             pending_rcpt: None,
+            pending_phase: None,
             mode: Mode::Command,
             waiting: None,
             inbuf: Vec::new(),

@@ -2,7 +2,8 @@
 //! (RFC 6152), SMTPUTF8 (RFC 6531), DSN (RFC 3461) and AUTH= (RFC 4954 §5, ignored).
 
 use super::{
-    Action, AuthPolicy, SenderVerdict, Session, TlsPolicy, Transaction, Wait, address, reply,
+    Action, AuthPolicy, FilterPhase, SenderVerdict, Session, TlsPolicy, Transaction, Wait, address,
+    filter, reply,
 };
 use crate::envelope::{BodyType, DsnRet};
 
@@ -44,6 +45,25 @@ impl Session {
         }
         if path.mailbox.as_ref().is_some_and(|m| !m.is_ascii()) && !tx.smtputf8 {
             return self.reply(reply::utf8_needs_smtputf8());
+        }
+        let param = tx.mail_from.clone().unwrap_or_default();
+        self.pending_tx = Some(tx);
+        self.filter_phase(FilterPhase::MailFrom, param);
+    }
+
+    /// MAIL once the filters let it through: `address` may be a filter's rewrite, which
+    /// must pass the same syntax checks as the client's.
+    pub(super) fn mail_proceed(&mut self, address: String) {
+        let Some(mut tx) = self.pending_tx.take() else {
+            return;
+        };
+        if tx.mail_from.as_deref().unwrap_or("") != address {
+            match filter::rewritten_address(&address, &self.cfg.hostname) {
+                Some(m) if m.as_ref().is_none_or(|m| m.is_ascii() || tx.smtputf8) => {
+                    tx.mail_from = m.map(|m| m.to_address());
+                }
+                _ => return self.reply(reply::sender_syntax()),
+            }
         }
         let address = tx.mail_from.clone();
         self.pending_tx = Some(tx);

@@ -4,10 +4,10 @@
 //! A [`Session`] never touches a socket, a table or the queue. The shell (see
 //! [`crate::server`]) feeds it [`Event`]s — bytes read, TLS established, the answers to its
 //! questions — and carries out the [`Action`]s it returns, in order: write a reply, start
-//! TLS, check a sender or recipient against the rules, verify credentials, stream a
-//! message to the queue, close. Every decision that needs configuration or I/O is an
-//! action answered by an event, so the whole protocol is testable without sockets and
-//! fuzzable.
+//! TLS, put a command to the listener's filters, check a sender or recipient against the
+//! rules, verify credentials, stream a message to the queue, close. Every decision that
+//! needs configuration or I/O is an action answered by an event, so the whole protocol
+//! is testable without sockets and fuzzable.
 //!
 //! Pipelining (RFC 2920): the session consumes every complete command it has, and stops
 //! at the first one whose answer it must wait for (`wants_input()` is then false). The
@@ -30,6 +30,7 @@ mod basic;
 pub mod command;
 mod data;
 mod ehlo;
+mod filter;
 pub mod framing;
 mod greeting;
 mod mail;
@@ -122,6 +123,13 @@ pub struct SessionConfig {
     /// RFC 5321 §4.5.3.1.4 (512) raised for ESMTP parameters: the longest command line,
     /// CRLF included (AUTH lines may be up to 12288, RFC 4954 §4).
     pub max_command_line: usize,
+    /// `smtp limit max-header-size` (fugu extension): the whole header section.
+    pub max_header_size: usize,
+    /// `smtp limit max-header-field` (fugu extension): one field, folded lines included.
+    pub max_header_field: usize,
+    /// The listener has OpenSMTPD filters: commands are put to them
+    /// ([`Action::FilterPhase`]) before the session acts. Without, nothing is asked.
+    pub filtered: bool,
 }
 
 impl SessionConfig {
@@ -144,6 +152,9 @@ impl SessionConfig {
             bare_newline: BareNewline::Normalize,
             max_data_line: 1000,
             max_command_line: 1000,
+            max_header_size: 100 * 1024,
+            max_header_field: 64 * 1024,
+            filtered: false,
         }
     }
 }
@@ -224,6 +235,52 @@ pub enum AuthVerdict {
     TempFail,
 }
 
+/// A command the session puts to the listener's filters before acting on it
+/// (smtpd-filters(7) phases, as OpenSMTPD's smtp_filter_phase asks them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterPhase {
+    Helo,
+    Ehlo,
+    StartTls,
+    Auth,
+    MailFrom,
+    RcptTo,
+    Rset,
+    Quit,
+    Noop,
+}
+
+impl FilterPhase {
+    /// The phase name in the filter protocol.
+    pub fn name(self) -> &'static str {
+        match self {
+            FilterPhase::Helo => "helo",
+            FilterPhase::Ehlo => "ehlo",
+            FilterPhase::StartTls => "starttls",
+            FilterPhase::Auth => "auth",
+            FilterPhase::MailFrom => "mail-from",
+            FilterPhase::RcptTo => "rcpt-to",
+            FilterPhase::Rset => "rset",
+            FilterPhase::Quit => "quit",
+            FilterPhase::Noop => "noop",
+        }
+    }
+}
+
+/// The filters' answer to [`Action::FilterPhase`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterVerdict {
+    /// Carry the command out.
+    Proceed,
+    /// Carry the command out with this parameter instead (a new HELO name, AUTH
+    /// arguments, sender or recipient address).
+    Rewrite(String),
+    /// Refuse the command with this reply; the session stays where it was.
+    Reject(Reply),
+    /// Send this reply and close.
+    Disconnect(Reply),
+}
+
 /// Inputs to the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event<'a> {
@@ -236,6 +293,8 @@ pub enum Event<'a> {
     SenderVerdict(SenderVerdict),
     RecipientVerdict(RecipientVerdict),
     AuthVerdict(AuthVerdict),
+    /// Answer to [`Action::FilterPhase`].
+    FilterVerdict(FilterVerdict),
     /// The queue made the message durable: now, and only now, the client gets 250.
     MessageCommitted {
         queue_id: String,
@@ -268,6 +327,16 @@ pub enum Action {
         address: String,
         context: Box<CheckContext>,
     },
+    /// Only with [`SessionConfig::filtered`]: put the command to the filters and answer
+    /// with [`Event::FilterVerdict`]. `param` is the phase's parameter in the filter
+    /// protocol (the HELO name, the raw AUTH arguments, the bare address, or empty).
+    FilterPhase {
+        phase: FilterPhase,
+        param: String,
+    },
+    /// Only with [`SessionConfig::filtered`]: a command line as the client sent it, for
+    /// the filters' `protocol-client` report (AUTH secrets masked). No answer expected.
+    ClientLine(String),
     /// Answer with [`Event::AuthVerdict`].
     VerifyCredentials {
         user: String,
@@ -324,11 +393,13 @@ enum Wait {
     Recipient,
     Auth,
     Commit,
+    Filter,
 }
 
 #[derive(Debug, Clone)]
 struct Message {
     framer: framing::Framer,
+    headers: framing::HeaderMeter,
     /// Client octets received (before unstuffing), checked against SIZE.
     size: u64,
     /// Bytes given to the queue.
@@ -366,6 +437,8 @@ pub struct Session {
     pending_auth_user: Option<String>,
     /// RCPT waiting for its verdict.
     pending_rcpt: Option<Recipient>,
+    /// The command put to the filters, with its parameter.
+    pending_phase: Option<(FilterPhase, String)>,
     mode: Mode,
     waiting: Option<Wait>,
     inbuf: Vec<u8>,
@@ -397,6 +470,11 @@ impl Session {
         self.peer.session_id
     }
 
+    /// The HELO/EHLO name given so far, and whether it was EHLO.
+    pub fn helo_name(&self) -> Option<(&str, bool)> {
+        self.helo.as_ref().map(|h| (h.name.as_str(), h.extended))
+    }
+
     /// Feeds one event; returns what to do, in order.
     pub fn handle(&mut self, event: Event<'_>) -> Vec<Action> {
         if self.closed {
@@ -420,6 +498,7 @@ impl Session {
             Event::SenderVerdict(v) => self.sender_verdict(v),
             Event::RecipientVerdict(v) => self.recipient_verdict(v),
             Event::AuthVerdict(v) => self.auth_verdict(v),
+            Event::FilterVerdict(v) => self.filter_verdict(v),
             Event::MessageCommitted { queue_id } => self.message_committed(&queue_id),
             Event::MessageFailed(r) => self.message_failed(r),
             Event::Timeout => self.terminate(reply::timeout(&self.cfg.hostname), "timeout"),
@@ -500,6 +579,10 @@ impl Session {
                 return;
             }
         };
+        if self.cfg.filtered {
+            let shown = self.client_line(text);
+            self.out.push(Action::ClientLine(shown));
+        }
         match self.mode {
             Mode::AuthPlain => return self.auth_plain_response(text),
             Mode::AuthLoginUser | Mode::AuthLoginPass { .. } => {
@@ -524,7 +607,7 @@ impl Session {
             Verb::Bdat => self.bdat(cmd.args),
             Verb::Rset => self.rset(cmd.args),
             Verb::Quit => self.quit(cmd.args),
-            Verb::Noop => self.reply(reply::ok()),
+            Verb::Noop => self.filter_phase(FilterPhase::Noop, String::new()),
             Verb::Help => self.help(cmd.args),
             Verb::Vrfy => self.reply(reply::vrfy()),
             Verb::Expn => self.reply(reply::expn_disabled()),

@@ -2,7 +2,7 @@
 //! Every recipient is put to the rules before the reply ([`Action::CheckRecipient`]):
 //! unknown users get a 550 at RCPT time, never an accept-then-bounce.
 
-use super::{Action, RecipientVerdict, Session, Wait, address, reply};
+use super::{Action, FilterPhase, RecipientVerdict, Session, Wait, address, filter, reply};
 use crate::envelope::{DsnNotify, Recipient};
 
 /// RFC 3461 §4.2: ORCPT is at most 500 characters.
@@ -17,7 +17,6 @@ impl Session {
             return self.reply(reply::bad_sequence());
         }
         let smtputf8 = tx.smtputf8;
-        let mail_from = tx.mail_from.clone();
         let count = tx.recipients.len();
         let Some(args) = args.filter(|a| a.starts_with('<')) else {
             return self.reply(reply::rcpt_syntax());
@@ -45,6 +44,27 @@ impl Session {
         for param in rest.split(' ').filter(|p| !p.is_empty()) {
             if let Err(r) = self.rcpt_param(&mut rcpt, param) {
                 return self.reply(r);
+            }
+        }
+        let param = rcpt.address.clone();
+        self.pending_rcpt = Some(rcpt);
+        self.filter_phase(FilterPhase::RcptTo, param);
+    }
+
+    /// RCPT once the filters let it through: `address` may be a filter's rewrite, which
+    /// must pass the same syntax checks as the client's.
+    pub(super) fn rcpt_proceed(&mut self, address: String) {
+        let Some(mut rcpt) = self.pending_rcpt.take() else {
+            return;
+        };
+        let Some(tx) = self.tx.as_ref() else {
+            return;
+        };
+        let (smtputf8, mail_from) = (tx.smtputf8, tx.mail_from.clone());
+        if rcpt.address != address {
+            match filter::rewritten_address(&address, &self.cfg.hostname) {
+                Some(Some(m)) if m.is_ascii() || smtputf8 => rcpt.address = m.to_address(),
+                _ => return self.reply(reply::recipient_syntax()),
             }
         }
         let address = rcpt.address.clone();

@@ -460,6 +460,16 @@ pub fn start_mail_input() -> Reply {
     Reply::new(354, "", "Enter mail, end with \".\" on a line by itself")
 }
 
+/// RFC 7489 §6.6.3 / §7.3: the From domain's DMARC policy is `p=reject` and the message
+/// failed it (only with `authres dmarc reject`).
+pub fn dmarc_rejected(domain: &str) -> Reply {
+    Reply::new(
+        550,
+        "5.7.1",
+        format!("Message rejected: DMARC policy of {domain} says reject"),
+    )
+}
+
 /// RFC 1870 §6.2: 552 5.3.4 once the streamed data exceeds SIZE.
 pub fn message_too_big() -> Reply {
     Reply::new(552, "5.3.4", "Message too big")
@@ -472,6 +482,19 @@ pub fn data_line_too_long() -> Reply {
         "5.5.2",
         "Line too long in message data (RFC 5321 §4.5.3.1.6)",
     )
+}
+
+/// The header section (or one header field) is over `smtp limit max-header-size` /
+/// `max-header-field`. Sent at the end of data like any size refusal: RFC 5321 §4.5.3.1.10
+/// and RFC 1870 use 552 for content over a storage limit, and RFC 3463 §3.4 5.3.4 is
+/// "message too big for system" (500 5.5.2 is for a syntax error, which this is not).
+pub fn header_too_large() -> Reply {
+    Reply::new(552, "5.3.4", "Message header too large")
+}
+
+/// RFC 5321 §6.3: a mail loop (OpenSMTPD's reply, with RFC 3463's 5.4.6 "routing loop").
+pub fn too_many_hops() -> Reply {
+    Reply::new(554, "5.4.6", "Too many hops")
 }
 
 /// The 2023 SMTP smuggling advisories: bare CR or LF in DATA, when the listener rejects them.

@@ -3,7 +3,7 @@
 //! injection, CVE-2011-0411 and kin), and all knowledge from the plaintext phase (HELO,
 //! transaction) is forgotten (RFC 3207 §4.2).
 
-use super::{Action, Mode, Session, TlsInfo, Wait, reply};
+use super::{Action, FilterPhase, Mode, Session, TlsInfo, Wait, reply};
 
 impl Session {
     pub(super) fn starttls(&mut self, args: Option<&str>) {
@@ -19,6 +19,11 @@ impl Session {
         if args.is_some() {
             return self.reply(reply::no_parameters_allowed());
         }
+        self.filter_phase(FilterPhase::StartTls, String::new());
+    }
+
+    /// STARTTLS once the filters let it through: the 220, then the handshake.
+    pub(super) fn starttls_proceed(&mut self) {
         self.reply(reply::ready_to_start_tls());
         self.out.push(Action::StartTls);
         self.waiting = Some(Wait::Tls);
@@ -38,8 +43,13 @@ impl Session {
     }
 
     pub(super) fn log_tls(&mut self, info: &TlsInfo) {
+        // `verify=ok`: the client certificate chained to the listener's `ca`.
+        let verify = match &info.client_cert {
+            Some(c) if c.verified => " verify=ok",
+            _ => "",
+        };
         self.log(format!(
-            "smtp tls ciphers={}:{}:{}",
+            "smtp tls ciphers={}:{}:{}{verify}",
             info.version, info.cipher, info.bits
         ));
         if let Some(cert) = &info.client_cert {

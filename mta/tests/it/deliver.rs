@@ -239,7 +239,7 @@ fn read_new(maildir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 #[tokio::test]
-async fn maildir_delivery_adds_trace_headers_and_junk_goes_to_the_junk_folder() {
+async fn maildir_delivery_adds_trace_headers_and_junk_files_marked_spam_into_the_junk_folder() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("bob/Maildir");
     let inbox = Maildir {
@@ -274,11 +274,18 @@ async fn maildir_delivery_adds_trace_headers_and_junk_goes_to_the_junk_folder() 
         junk: true,
         ..inbox.clone()
     };
+    let mut spam = b"X-Spam: yes\r\n".to_vec();
+    spam.extend_from_slice(&message("spam", 1));
+    let (o, _) = junk.deliver(None, "bob@example.org", &spam).await;
+    assert!(matches!(o, Outcome::Delivered(_)));
+    assert_eq!(read_new(&root.join(".Junk")).len(), 1);
+    // Mail without the mark goes to the inbox even with `junk` (OpenSMTPD's `mail.maildir -j`).
     let (o, _) = junk
-        .deliver(None, "bob@example.org", &message("spam", 1))
+        .deliver(None, "bob@example.org", &message("ham", 1))
         .await;
     assert!(matches!(o, Outcome::Delivered(_)));
     assert_eq!(read_new(&root.join(".Junk")).len(), 1);
+    assert_eq!(read_new(&root).len(), 2);
     assert!(root.join(".Junk/maildirfolder").exists());
     assert_has(&read_new(&root.join(".Junk"))[0].1, "Return-Path: <>\n");
 
@@ -288,7 +295,7 @@ async fn maildir_delivery_adds_trace_headers_and_junk_goes_to_the_junk_folder() 
             .deliver(None, "bob@example.org", &message(&format!("m{i}"), 1))
             .await;
     }
-    assert_eq!(read_new(&root).len(), 51);
+    assert_eq!(read_new(&root).len(), 52);
     assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
 }
 

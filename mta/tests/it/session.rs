@@ -144,6 +144,7 @@ impl Harness {
                 addr: ListenAddr::Tcp(any),
                 session: Arc::new(cfg),
                 tls: Some(tls_cfg.clone()),
+                filters: None,
             })
             .collect();
         let limits = Limits {
@@ -429,6 +430,7 @@ async fn ipv4_and_ipv6_wildcards_share_a_port() {
             addr: ListenAddr::Tcp(std::net::SocketAddr::new(ip.parse().unwrap(), port)),
             session: Arc::new(SessionConfig::new("mx.test")),
             tls: None,
+            filters: None,
         })
         .collect();
     let server = Server::bind(listeners, Limits::default(), Arc::new(SystemClock)).unwrap();

@@ -103,3 +103,97 @@ fn a_disconnect_while_the_commit_is_pending_leaves_the_commit_to_the_queue() {
     assert_eq!(t.aborted, 0);
     assert!(matches!(t.pending.front(), Some(Action::MessageEnd)));
 }
+
+fn header_limits(section: usize, field: usize) -> SessionConfig {
+    let mut cfg = config();
+    cfg.max_header_size = section;
+    cfg.max_header_field = field;
+    cfg
+}
+
+#[test]
+fn an_oversized_header_section_is_refused_at_the_end_of_data() {
+    let mut t = T::ehlo(header_limits(200, 200));
+    t.start_data("x@example.org");
+    for i in 0..20 {
+        t.send(&format!("X-Filler-{i}: 0123456789"));
+    }
+    t.send("");
+    t.send("a small body");
+    // The limit is known early, but the reply waits for the end of data (RFC 5321 §4.2.5).
+    t.expect_silence();
+    t.send_raw(b".\r\n");
+    t.expect("552 5.3.4 Message header too large");
+    assert_eq!((t.stored.len(), t.aborted), (0, 1));
+    // The session goes on: the next message is fine.
+    t.start_data("x@example.org");
+    t.send_raw(b"Subject: ok\r\n\r\nbody\r\n.\r\n");
+    t.expect("250 *");
+}
+
+#[test]
+fn one_folded_field_over_the_field_limit_is_refused() {
+    let mut t = T::ehlo(header_limits(10_000, 100));
+    t.start_data("x@example.org");
+    t.send("Subject: short");
+    t.send("X-Long: start");
+    for _ in 0..10 {
+        t.send(" continued 0123456789");
+    }
+    t.send("");
+    t.send_raw(b"body\r\n.\r\n");
+    t.expect("552 5.3.4 Message header too large");
+}
+
+#[test]
+fn a_big_body_does_not_count_toward_the_header_limit() {
+    let mut t = T::ehlo(header_limits(100, 100));
+    t.start_data("x@example.org");
+    t.send("Subject: small header");
+    t.send("");
+    for _ in 0..50 {
+        t.send("a body line that is long enough to add up past the header limits");
+    }
+    t.send_raw(b".\r\n");
+    t.expect("250 *");
+}
+
+#[test]
+fn bdat_header_over_the_limit_fails_its_chunk() {
+    let mut t = T::ehlo(header_limits(100, 100));
+    t.send("MAIL FROM:<a@c.example>");
+    t.expect("250 *");
+    t.send("RCPT TO:<x@example.org>");
+    t.expect("250 *");
+    let msg = format!("X-Big: {}\r\n\r\nbody\r\n", "y".repeat(150));
+    t.send_raw(format!("BDAT {} LAST\r\n{msg}", msg.len()).as_bytes());
+    t.expect("552 5.3.4 Message header too large");
+    assert_eq!(t.stored.len(), 0);
+}
+
+#[test]
+fn a_message_that_has_made_more_than_a_hundred_hops_is_refused_as_a_loop() {
+    let mut t = T::ehlo(config());
+    t.start_data("x@example.org");
+    for i in 0..=crate::session::framing::MAX_HOPS {
+        t.send(&format!(
+            "Received: from relay{i}.example by relay{}.example",
+            i + 1
+        ));
+    }
+    t.send("Subject: round and round");
+    t.send("");
+    t.send("body");
+    t.send_raw(b".\r\n");
+    // RFC 5321 §6.3: the loop is refused, never bounced back into it.
+    t.expect("554 5.4.6 Too many hops");
+    assert_eq!((t.stored.len(), t.aborted), (0, 1));
+
+    // A hundred hops is still a message.
+    t.start_data("x@example.org");
+    for i in 0..crate::session::framing::MAX_HOPS {
+        t.send(&format!("Received: from relay{i}.example"));
+    }
+    t.send_raw(b"\r\nbody\r\n.\r\n");
+    t.expect("250 *");
+}

@@ -96,7 +96,7 @@ fn implicit_tls_logs_first_and_offers_no_starttls() {
     });
     let mut t = T::with_peer(cfg, "192.0.2.7:1".parse().unwrap(), Some(info));
     t.expect("220 *");
-    assert!(t.logs()[1].ends_with("smtp tls ciphers=TLSv1.3:TLS_AES_256_GCM_SHA384:256"));
+    assert!(t.logs()[1].ends_with("smtp tls ciphers=TLSv1.3:TLS_AES_256_GCM_SHA384:256 verify=ok"));
     assert!(
         t.logs()[2].ends_with("smtp cert-check result=\"verified\" fingerprint=\"SHA256:00ff\"")
     );
