@@ -12,6 +12,11 @@ use crate::session::{CheckContext, RecipientVerdict, Reply, SenderVerdict};
 
 async fn client_verdict(b: &DaemonBackend, ip: IpAddr) -> Result<Verdict, String> {
     let state = b.state.current();
+    // Without lists there is nothing to look up: no trip to the blocking pool (its
+    // hand-off costs more than the rest of the check, once per connection).
+    if !state.config.access.has_lists(Phase::Connect) {
+        return Ok(Verdict::Unlisted);
+    }
     tokio::task::spawn_blocking(move || check_client(&state.config.access, &state.tables, ip))
         .await
         .map_err(|e| e.to_string())?
@@ -106,6 +111,9 @@ async fn address_verdict(
     address: &str,
 ) -> Result<Verdict, String> {
     let state = b.state.current();
+    if address.is_empty() || !state.config.access.has_lists(phase) {
+        return Ok(Verdict::Unlisted);
+    }
     let address = address.to_string();
     tokio::task::spawn_blocking(move || {
         check_address(&state.config.access, &state.tables, phase, &address)

@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 
 use super::State;
 use super::access_hooks;
-use crate::config::{Decision, ListenAuth, MatchContext};
+use crate::config::{Decision, Dispatch, ListenAuth, MatchContext, TableSource};
 use crate::envelope::{Envelope, Origin};
 use crate::expand::{Expansion, expand, resolve};
 use crate::queue::{Incoming, Queue};
@@ -185,6 +185,17 @@ impl Backend for DaemonBackend {
                 return v;
             }
             let state = self.state.current();
+            // Only an authenticated session on a listener with `senders` has a table to
+            // ask (see `sender_allowed`); the rest skip the blocking pool.
+            let owned = ctx.auth_user.is_some()
+                && state
+                    .config
+                    .listeners
+                    .get(ctx.listener)
+                    .is_some_and(|l| l.senders.is_some());
+            if !owned || address.is_none() {
+                return SenderVerdict::Accept;
+            }
             let address = address.map(str::to_string);
             let ctx2 = ctx.clone();
             let verdict = tokio::task::spawn_blocking(move || {
@@ -217,10 +228,27 @@ impl Backend for DaemonBackend {
     ) -> BoxFuture<'a, RecipientVerdict> {
         Box::pin(async move {
             let state = self.state.current();
-            let (ctx2, addr) = (ctx.clone(), address.to_string());
-            let verdict = tokio::task::spawn_blocking(move || decide(&state, &ctx2, &addr))
-                .await
-                .unwrap_or_else(|_| RecipientVerdict::TempFail(reply::lookup_tempfail()));
+            // Without an SQLite table, matching reads only memory (file tables are
+            // loaded at start), and a relay action expands to the address itself: that
+            // is decided here, without the blocking pool (its hand-off, and the threads
+            // it grows to under a thousand sessions, cost more than the decision).
+            let pure = !state
+                .config
+                .tables
+                .iter()
+                .any(|t| matches!(t.source, TableSource::Sqlite(_)))
+                && matches!(
+                    state.config.match_rcpt(&match_context(ctx, address), &state.tables),
+                    Decision::Action { action, .. } if matches!(action.dispatch, Dispatch::Relay(_))
+                );
+            let verdict = if pure {
+                decide(&state, ctx, address)
+            } else {
+                let (ctx2, addr) = (ctx.clone(), address.to_string());
+                tokio::task::spawn_blocking(move || decide(&state, &ctx2, &addr))
+                    .await
+                    .unwrap_or_else(|_| RecipientVerdict::TempFail(reply::lookup_tempfail()))
+            };
             access_hooks::check_recipient(self, address, ctx, verdict).await
         })
     }

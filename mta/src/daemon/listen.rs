@@ -91,6 +91,7 @@ pub(super) fn limits(cfg: &Config) -> Limits {
     Limits {
         max_sessions: usize::try_from(cfg.max_sessions()).unwrap_or(usize::MAX),
         max_sessions_per_ip: usize::try_from(cfg.max_sessions_per_ip()).unwrap_or(usize::MAX),
+        per_ip_covers_loopback: cfg.smtp.max_sessions_per_ip.is_some(),
         max_conn_rate_per_ip: u32::try_from(cfg.max_conn_rate()).unwrap_or(u32::MAX),
         ..Limits::default()
     }

@@ -2,31 +2,44 @@
 //!
 //! Layout under the spool directory (OpenSMTPD's, flattened):
 //!
-//! - `incoming/<msgid>.msg`, `incoming/<msgid>.env`: a message being received. Discarded on
-//!   start: the client never got a 250 for it.
+//! - `incoming/<msgid>.msg`, `incoming/<msgid>.env`: a large message being received (or
+//!   a small one committed past the memory budget). Discarded on start: the client never
+//!   got a 250 for it.
 //! - `queue/<msgid>.msg`: the message as received (or compressed/encrypted, see
 //!   [`format::MessageEncoding`]); `queue/<msgid>.env`: its envelope ([`format`]), one block
-//!   per recipient still to deliver.
+//!   per recipient still to deliver. A small message has no files here while it is held
+//!   in memory (below).
 //! - `corrupt/`: files that did not decode on start, kept for the operator.
 //! - `commit.log`: the commit journal ([`journal`]).
 //! - `queue.lock`: held (`flock`) by the process that has the queue open.
 //!
-//! Durability (group commit): [`Incoming::commit`] writes both files into `incoming/`
-//! without fsync and hands the message to one committer thread. The committer takes every
-//! message that finished while its previous round ran, renames their files into `queue/`,
-//! appends each message whole (envelope and message bytes) to the commit journal with one
+//! Durability (group commit): [`Incoming::commit`] hands the message to one committer
+//! thread. The committer takes every message that finished while its previous round ran,
+//! appends each whole (envelope and message bytes) to the commit journal with one
 //! `write`, and issues one `fdatasync` of the journal for the whole batch; `commit` returns
 //! (and the session sends its 250) only after that fdatasync. So a round costs one fsync
 //! however many sessions it serves. A message is committed exactly when its journal record
 //! is on stable storage; on start, [`journal::recover`] rewrites from the journal every
-//! message it holds that has no `D` (done) record, then empties it. The files in `queue/`
-//! become durable on their own only at a journal checkpoint (past
+//! message it holds that has no `D` (done) record, then empties it.
+//!
+//! A plain message up to 256 KiB, while fewer than 64 MiB are held so ([`MEMORY_BYTES`]),
+//! gets no file at all at commit: its bytes stay in memory for delivery and its journal
+//! record is its durable copy. Its files are written when it needs them: an envelope
+//! rewrite (a deferral, a partial delivery) writes both, and a journal checkpoint writes
+//! whatever is missing from the journal's records before truncating. Mail relayed at once
+//! thus costs no file creation, which under load was the most expensive call (ext4
+//! allocating inodes next to just-deleted ones, under the directory lock). Larger
+//! messages are written to `incoming/` as they arrive and renamed into `queue/` by the
+//! committer before their record.
+//!
+//! The files in `queue/` become durable on their own only at a journal checkpoint (past
 //! [`journal::CHECKPOINT_BYTES`]), which fsyncs the files of the messages still queued,
 //! then `queue/`, then truncates the journal; when every message in the journal has left
-//! the queue the journal is simply truncated. Removing a delivered message needs no fsync:
-//! a file or record that reappears after a crash only means the message is delivered
-//! again (at least once, never lost). Envelope rewrites after a delivery attempt are
-//! written to a temporary file, fsynced and renamed over the old one.
+//! the queue (and it passed [`journal::TRUNCATE_BYTES`]) the journal is simply truncated.
+//! Removing a delivered message needs no fsync: a file or record that reappears after a
+//! crash only means the message is delivered again (at least once, never lost). Envelope
+//! rewrites after a delivery attempt are written to a temporary file, fsynced and renamed
+//! over the old one.
 //!
 //! It does not route or expand addresses (the session and the rule evaluator did), and it
 //! does not talk to peers: [`scheduler`] hands due recipients to a [`scheduler::Dispatch`].
@@ -43,7 +56,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::Duration;
 
@@ -113,6 +126,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     committer: mpsc::Sender<Job>,
     state: Mutex<State>,
+    cached_bytes: Arc<AtomicUsize>,
     wake: tokio::sync::Notify,
     /// `pause mda` / `pause mta`: the scheduler leaves those recipients waiting.
     paused_mda: AtomicBool,
@@ -127,13 +141,44 @@ struct State {
     due: BTreeSet<(i64, EvpId)>,
     inflight: HashSet<EvpId>,
     dest_inflight: HashMap<String, usize>,
+    /// Msgids drawn by receipts not yet committed or discarded.
+    reserved: HashSet<MsgId>,
 }
 
 struct Entry {
     env: StoredEnvelope,
     /// Serialises rewrites of this message's envelope file.
     write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The message file's bytes while they are in memory: always when `on_disk` is
+    /// false, else until the first delivery attempt takes them.
+    body: Option<Arc<CachedBody>>,
+    /// Whether `queue/` has this message's files. A small message is first held only in
+    /// memory and in the journal; its files are written when an envelope rewrite or a
+    /// journal checkpoint needs them, so mail relayed at once creates no file.
+    on_disk: bool,
 }
+
+/// Message bytes held in memory, counted against [`MEMORY_BYTES`] when `budget` is set.
+#[derive(Debug)]
+pub(crate) struct CachedBody {
+    pub(crate) bytes: Vec<u8>,
+    budget: Option<Arc<AtomicUsize>>,
+}
+
+impl Drop for CachedBody {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.fetch_sub(self.bytes.len(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// At most this many bytes of committed messages are held in memory instead of files;
+/// past it (a destination down, deliveries paused) messages are written to `queue/`
+/// at commit, as large ones always are.
+const MEMORY_BYTES: usize = 64 * 1024 * 1024;
+/// Larger messages always get files.
+const MEMORY_MESSAGE_MAX: usize = FLUSH_AT;
 
 #[derive(Default)]
 struct Counters {
@@ -170,7 +215,11 @@ enum Job {
     Commit {
         msgid: MsgId,
         env: String,
-        data: Option<Vec<u8>>,
+        /// `None`: read the message file back after moving it.
+        data: Option<Arc<CachedBody>>,
+        /// The files are in `incoming/`, to be moved into `queue/`; else the message is
+        /// held in memory only.
+        move_files: bool,
         reply: tokio::sync::oneshot::Sender<Result<(), Error>>,
     },
     /// The message's files were removed from `queue/`.
@@ -256,6 +305,7 @@ impl Queue {
                 clock,
                 committer: tx,
                 state: Mutex::new(state),
+                cached_bytes: Arc::default(),
                 wake: tokio::sync::Notify::new(),
                 paused_mda: AtomicBool::new(false),
                 paused_mta: AtomicBool::new(false),
@@ -282,10 +332,7 @@ impl Queue {
     }
 
     async fn begin_inner(&self, envelope: Envelope, is_bounce: bool) -> Result<Incoming, Error> {
-        let q = self.clone();
-        let (msgid, file) = tokio::task::spawn_blocking(move || q.create_incoming())
-            .await
-            .map_err(blocking_error)??;
+        let msgid = self.reserve_msgid();
         let encoding = match (
             self.inner.config.compression,
             self.inner.config.encryption_key.is_some(),
@@ -298,9 +345,10 @@ impl Queue {
         Ok(Incoming {
             queue: self.clone(),
             msgid,
-            file: Some(file),
+            file: None,
             buf: Vec::new(),
             flushed: false,
+            in_incoming: false,
             envelope,
             encoding,
             is_bounce,
@@ -308,32 +356,19 @@ impl Queue {
         })
     }
 
-    fn create_incoming(&self) -> Result<(MsgId, File), Error> {
+    /// Draws a msgid no queued message, receipt in progress or unfinished removal uses
+    /// (a removal keeps its id reserved until its files are unlinked; files a checkpoint
+    /// wrote for a removed message are unlinked by the committer before it handles any
+    /// later commit). The directory is not searched: lookups in `queue/` were a
+    /// measurable share of the time per message, and no file is created here.
+    fn reserve_msgid(&self) -> MsgId {
         loop {
             let msgid = MsgId::random();
-            if self.state().messages.contains_key(&msgid)
-                || self.inner.queue_dir.join(format!("{msgid}.env")).exists()
-            {
+            let mut st = self.state();
+            if st.messages.contains_key(&msgid) || !st.reserved.insert(msgid) {
                 continue;
             }
-            let path = self.inner.incoming.join(format!("{msgid}.msg"));
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-            {
-                Ok(f) => {
-                    // A commit of the same id may have just left incoming/: check again.
-                    if self.inner.queue_dir.join(format!("{msgid}.msg")).exists() {
-                        let _ = fs::remove_file(&path);
-                        continue;
-                    }
-                    return Ok((msgid, f));
-                }
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io_error(&path, e)),
-            }
+            return msgid;
         }
     }
 
@@ -367,6 +402,7 @@ impl Queue {
     pub fn list_offline(spool_dir: impl AsRef<Path>) -> Result<Vec<QueueEntry>, Error> {
         let qd = spool_dir.as_ref().join("queue");
         let mut out = Vec::new();
+        let mut seen = HashSet::new();
         let rd = fs::read_dir(&qd).map_err(|e| io_error(&qd, e))?;
         for ent in rd {
             let ent = ent.map_err(|e| io_error(&qd, e))?;
@@ -378,7 +414,32 @@ impl Queue {
             let Ok(env) = format::decode(&path, &bytes) else {
                 continue;
             };
+            seen.insert(env.msgid);
             out.extend(env.rcpts.iter().map(|r| QueueEntry::new(&env, r, false)));
+        }
+        // Messages the daemon held in memory are only in the journal (the next start
+        // writes their files).
+        let jpath = spool_dir.as_ref().join(journal::FILE_NAME);
+        if let Ok(bytes) = fs::read(&jpath) {
+            let mut live = HashMap::new();
+            for r in journal::decode(&bytes).0 {
+                match r {
+                    journal::Record::Commit { msgid, env, .. } => {
+                        live.insert(msgid, env);
+                    }
+                    journal::Record::Done(msgid) => {
+                        live.remove(&msgid);
+                    }
+                }
+            }
+            for (msgid, text) in live {
+                if seen.contains(&msgid) {
+                    continue;
+                }
+                if let Ok(env) = format::decode(&jpath, &text) {
+                    out.extend(env.rcpts.iter().map(|r| QueueEntry::new(&env, r, false)));
+                }
+            }
         }
         out.sort_by_key(|e| e.evpid);
         Ok(out)
@@ -414,6 +475,7 @@ impl Queue {
             path: self.msg_path(msgid),
             encoding: e.env.encoding,
             key: self.inner.config.encryption_key,
+            body: e.body.clone(),
         })
     }
 
@@ -509,57 +571,90 @@ impl Queue {
         };
         let _guard = lock.lock().await;
         // Snapshot after taking the write lock, so the last writer writes the newest state.
-        let snapshot = {
+        let (snapshot, on_disk, body) = {
             let mut st = self.state();
             let Some(e) = st.messages.get(&msgid) else {
                 return Ok(());
             };
             if e.env.rcpts.is_empty() {
+                let on_disk = e.on_disk;
                 st.messages.remove(&msgid);
-                None
+                // The `D` record is queued under the lock that hands out msgids, and the
+                // id stays reserved until its files are gone: a new message drawing the
+                // same id has its `C` record after this one and its files cannot be
+                // unlinked by this removal. No fsync: if the removal is lost in a crash,
+                // the message is delivered again, never lost.
+                let _ = self.inner.committer.send(Job::Done(msgid));
+                if on_disk {
+                    st.reserved.insert(msgid);
+                }
+                (None, on_disk, None)
             } else {
-                Some(format::encode(&e.env))
+                (Some(format::encode(&e.env)), e.on_disk, e.body.clone())
             }
         };
         let env_path = self.env_path(msgid);
         let msg_path = self.msg_path(msgid);
-        let committer = self.inner.committer.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), Error> {
-            match snapshot {
-                None => {
-                    // The `D` record is queued before the unlink: once the envelope is
-                    // gone a new message may draw the same msgid, and its `C` record
-                    // must come after this one. No fsync: if the removal is lost in a
-                    // crash, the message is delivered again, never lost. The envelope
-                    // goes first: a message file without one is an orphan recovery deletes.
-                    let _ = committer.send(Job::Done(msgid));
-                    fs::remove_file(&env_path).map_err(|e| io_error(&env_path, e))?;
-                    let _ = fs::remove_file(&msg_path);
-                    Ok(())
-                }
-                Some(text) => {
-                    let tmp = env_path.with_extension("env.tmp");
-                    let mut f = OpenOptions::new()
+        let Some(text) = snapshot else {
+            if on_disk {
+                // The envelope goes first: a message file without one is an orphan
+                // recovery deletes. Done here rather than on the blocking pool: the
+                // hand-off cost more than two unlinks (futex wake-ups were most of the
+                // daemon's system time relaying small messages).
+                let r = fs::remove_file(&env_path).map_err(|e| io_error(&env_path, e));
+                let _ = fs::remove_file(&msg_path);
+                self.state().reserved.remove(&msgid);
+                r?;
+            }
+            return Ok(());
+        };
+        let wrote_msg = tokio::task::spawn_blocking(move || -> Result<bool, Error> {
+            // A message held in memory gets its file now, whole before it has a name
+            // (a journal checkpoint may look at it meanwhile). No fsync: the journal
+            // keeps the message until a checkpoint fsyncs the file.
+            let wrote_msg = match (&body, on_disk) {
+                (Some(b), false) => {
+                    let tmp = msg_path.with_extension("msg.tmp");
+                    let r = OpenOptions::new()
                         .write(true)
                         .create(true)
                         .truncate(true)
                         .mode(0o600)
                         .open(&tmp)
-                        .map_err(|e| io_error(&tmp, e))?;
-                    let r = f
-                        .write_all(text.as_bytes())
-                        .and_then(|()| f.sync_all())
-                        .and_then(|()| fs::rename(&tmp, &env_path));
+                        .and_then(|mut f| f.write_all(&b.bytes))
+                        .and_then(|()| fs::rename(&tmp, &msg_path));
                     if let Err(e) = r {
                         let _ = fs::remove_file(&tmp);
-                        return Err(io_error(&env_path, e));
+                        return Err(io_error(&msg_path, e));
                     }
-                    Ok(())
+                    true
                 }
+                _ => false,
+            };
+            let tmp = env_path.with_extension("env.tmp");
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| io_error(&tmp, e))?;
+            let r = f
+                .write_all(text.as_bytes())
+                .and_then(|()| f.sync_all())
+                .and_then(|()| fs::rename(&tmp, &env_path));
+            if let Err(e) = r {
+                let _ = fs::remove_file(&tmp);
+                return Err(io_error(&env_path, e));
             }
+            Ok(wrote_msg)
         })
         .await
-        .map_err(blocking_error)?
+        .map_err(blocking_error)??;
+        if wrote_msg && let Some(e) = self.state().messages.get_mut(&msgid) {
+            e.on_disk = true;
+        }
+        Ok(())
     }
 
     /// Waits until something may have become due (a commit, `schedule`, an outcome).
@@ -712,10 +807,13 @@ impl QueueEntry {
 pub struct Incoming {
     queue: Queue,
     msgid: MsgId,
+    /// The file in `incoming/`, created at the first flush (large messages only).
     file: Option<File>,
     buf: Vec<u8>,
     /// Part of the message is already in the file (large messages).
     flushed: bool,
+    /// Small message files were written into `incoming/` at commit.
+    in_incoming: bool,
     envelope: Envelope,
     encoding: MessageEncoding,
     is_bounce: bool,
@@ -747,22 +845,36 @@ impl Incoming {
     }
 
     async fn flush(&mut self) -> Result<(), Error> {
-        let Some(mut file) = self.file.take() else {
+        if self.finished {
             return Err(Error::QueueClosed);
-        };
+        }
+        let file = self.file.take();
         let buf = std::mem::take(&mut self.buf);
         let path = self.incoming_msg();
         self.flushed = true;
         let (file, buf, r) = tokio::task::spawn_blocking(move || {
-            let r = file.write_all(&buf);
-            (file, buf, r)
+            let file = match file {
+                Some(f) => Ok(f),
+                None => OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path),
+            };
+            match file {
+                Ok(mut f) => {
+                    let r = f.write_all(&buf);
+                    (Some(f), buf, r)
+                }
+                Err(e) => (None, buf, Err(e)),
+            }
         })
         .await
         .map_err(blocking_error)?;
-        self.file = Some(file);
+        self.file = file;
         self.buf = buf;
         self.buf.clear();
-        r.map_err(|e| io_error(&path, e))
+        r.map_err(|e| io_error(&self.incoming_msg(), e))
     }
 
     fn incoming_msg(&self) -> PathBuf {
@@ -823,32 +935,71 @@ impl Incoming {
                 .collect(),
         };
         let text = format::encode(&env);
-        let Some(mut file) = self.file.take() else {
+        if self.finished {
             return Err(Error::QueueClosed);
-        };
+        }
         let buf = std::mem::take(&mut self.buf);
         let encoding = self.encoding;
         let key = self.queue.inner.config.encryption_key;
-        let msg_path = self.incoming_msg();
-        let env_path = self.incoming_env();
-        let flushed = self.flushed;
-        // No fsync here: the committer's journal write is the durability point.
-        let (data, text) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-            let data =
-                codec::encode(encoding, key.as_ref(), buf).map_err(|e| io_error(&msg_path, e))?;
-            file.write_all(&data).map_err(|e| io_error(&msg_path, e))?;
-            let mut ef = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&env_path)
-                .map_err(|e| io_error(&env_path, e))?;
-            ef.write_all(text.as_bytes())
-                .map_err(|e| io_error(&env_path, e))?;
-            Ok(((!flushed).then_some(data), text))
-        })
-        .await
-        .map_err(blocking_error)??;
+        let (data, body) = if self.flushed {
+            // Large: the rest goes to the file in incoming/, the committer moves it.
+            let mut file = self.file.take();
+            let msg_path = self.incoming_msg();
+            let env_path = self.incoming_env();
+            let text = text.clone();
+            tokio::task::spawn_blocking(move || -> Result<(), Error> {
+                let Some(file) = file.as_mut() else {
+                    return Err(Error::QueueClosed);
+                };
+                file.write_all(&buf).map_err(|e| io_error(&msg_path, e))?;
+                write_new(&env_path, text.as_bytes())
+            })
+            .await
+            .map_err(blocking_error)??;
+            (None, None)
+        } else {
+            let data = if encoding == MessageEncoding::Plain {
+                let mut buf = buf;
+                // It may stay in memory until delivered: without the slack of doubling.
+                buf.shrink_to_fit();
+                buf
+            } else {
+                let msg_path = self.queue.msg_path(self.msgid);
+                tokio::task::spawn_blocking(move || codec::encode(encoding, key.as_ref(), buf))
+                    .await
+                    .map_err(blocking_error)?
+                    .map_err(|e| io_error(&msg_path, e))?
+            };
+            let budget = &self.queue.inner.cached_bytes;
+            let n = data.len();
+            let in_memory = encoding == MessageEncoding::Plain
+                && n <= MEMORY_MESSAGE_MAX
+                && budget.fetch_add(n, Ordering::Relaxed) + n <= MEMORY_BYTES;
+            if in_memory {
+                // No file at all: the journal record is the durable copy, and the
+                // bytes stay here for delivery (see `Entry::on_disk`).
+                let body = Arc::new(CachedBody {
+                    bytes: data,
+                    budget: Some(budget.clone()),
+                });
+                (Some(body.clone()), Some(body))
+            } else {
+                if encoding == MessageEncoding::Plain && n <= MEMORY_MESSAGE_MAX {
+                    budget.fetch_sub(n, Ordering::Relaxed);
+                }
+                // Two small writes, done here rather than on the blocking pool: the
+                // hand-off costs more than the calls. The committer moves them.
+                self.in_incoming = true;
+                write_new(&self.incoming_msg(), &data)?;
+                write_new(&self.incoming_env(), text.as_bytes())?;
+                let body = Arc::new(CachedBody {
+                    bytes: data,
+                    budget: None,
+                });
+                (Some(body), None)
+            }
+        };
+        let on_disk = body.is_none();
 
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.queue
@@ -858,6 +1009,7 @@ impl Incoming {
                 msgid: self.msgid,
                 env: text,
                 data,
+                move_files: on_disk,
                 reply: tx,
             })
             .map_err(|_| Error::QueueClosed)?;
@@ -866,6 +1018,7 @@ impl Incoming {
 
         {
             let mut st = self.queue.state();
+            st.reserved.remove(&self.msgid);
             for r in &env.rcpts {
                 st.due.insert((r.next_try, r.evpid));
             }
@@ -874,6 +1027,8 @@ impl Incoming {
                 Entry {
                     env,
                     write_lock: Arc::default(),
+                    body,
+                    on_disk,
                 },
             );
         }
@@ -892,8 +1047,11 @@ impl Incoming {
         }
         self.finished = true;
         self.file = None;
-        let _ = fs::remove_file(self.incoming_msg());
-        let _ = fs::remove_file(self.incoming_env());
+        if self.flushed || self.in_incoming {
+            let _ = fs::remove_file(self.incoming_msg());
+            let _ = fs::remove_file(self.incoming_env());
+        }
+        self.queue.state().reserved.remove(&self.msgid);
     }
 }
 
@@ -919,7 +1077,7 @@ fn committer(
         }
         let mut moved = Vec::with_capacity(batch.len());
         for job in batch {
-            let (msgid, env, data, reply) = match job {
+            let (msgid, env, data, move_files, reply) = match job {
                 Job::Done(msgid) => {
                     journal.add_done(msgid);
                     continue;
@@ -928,29 +1086,38 @@ fn committer(
                     msgid,
                     env,
                     data,
+                    move_files,
                     reply,
-                } => (msgid, env, data, reply),
+                } => (msgid, env, data, move_files, reply),
             };
             let mut r = Ok(());
-            for ext in ["msg", "env"] {
-                let from = incoming.join(format!("{msgid}.{ext}"));
-                let to = queue_dir.join(format!("{msgid}.{ext}"));
-                if let Err(e) = fs::rename(&from, &to) {
-                    r = Err(io_error(&to, e));
-                    break;
+            if move_files {
+                for ext in ["msg", "env"] {
+                    let from = incoming.join(format!("{msgid}.{ext}"));
+                    let to = queue_dir.join(format!("{msgid}.{ext}"));
+                    if let Err(e) = fs::rename(&from, &to) {
+                        r = Err(io_error(&to, e));
+                        break;
+                    }
                 }
             }
-            let data = match (r, data) {
-                (Ok(()), Some(d)) => Ok(d),
-                (Ok(()), None) => {
+            let data = r.and_then(|()| match data {
+                Some(d) => Ok(d),
+                None => {
                     let p = queue_dir.join(format!("{msgid}.msg"));
-                    fs::read(&p).map_err(|e| io_error(&p, e))
+                    fs::read(&p)
+                        .map(|bytes| {
+                            Arc::new(CachedBody {
+                                bytes,
+                                budget: None,
+                            })
+                        })
+                        .map_err(|e| io_error(&p, e))
                 }
-                (Err(e), _) => Err(e),
-            };
+            });
             match data {
                 Ok(d) => {
-                    journal.add_commit(msgid, env.as_bytes(), &d);
+                    journal.add_commit(msgid, env.as_bytes(), &d.bytes);
                     moved.push((msgid, reply));
                 }
                 Err(e) => {
@@ -986,14 +1153,35 @@ fn committer(
                     // The record may be on disk: its `D` keeps a restart from
                     // delivering a message whose client was told to try again.
                     journal.add_done(msgid);
+                    let kind = match &e {
+                        Error::SpoolFull { .. } => ErrorKind::StorageFull,
+                        _ => ErrorKind::Other,
+                    };
                     let _ = reply.send(Err(io_error(
                         queue_dir,
-                        std::io::Error::other(e.to_string()),
+                        std::io::Error::new(kind, e.to_string()),
                     )));
                 }
             }
         }
     }
+}
+
+/// Creates `path` (it must not exist) holding `bytes`; on failure nothing is left.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let r = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes));
+    if let Err(e) = r {
+        if e.kind() != ErrorKind::AlreadyExists {
+            let _ = fs::remove_file(path);
+        }
+        return Err(io_error(path, e));
+    }
+    Ok(())
 }
 
 fn remove_queued(queue_dir: &Path, msgid: MsgId) {
@@ -1040,6 +1228,8 @@ fn recover(incoming: &Path, queue_dir: &Path, corrupt: &Path, st: &mut State) ->
                     Entry {
                         env,
                         write_lock: Arc::default(),
+                        body: None,
+                        on_disk: true,
                     },
                 );
                 loaded += 1;

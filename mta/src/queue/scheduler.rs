@@ -56,6 +56,9 @@ pub struct MessageRef {
     pub(crate) path: PathBuf,
     pub(crate) encoding: super::MessageEncoding,
     pub(crate) key: Option<[u8; 32]>,
+    /// The bytes kept in memory (plain encoding only): always while the message has no
+    /// files yet, else for the first attempt.
+    pub(crate) body: Option<Arc<super::CachedBody>>,
 }
 
 impl MessageRef {
@@ -64,8 +67,12 @@ impl MessageRef {
         self.envelope.mail_from.as_deref()
     }
 
-    /// The message as received (CRLF line ends, dot-unstuffed), decoded from the spool.
+    /// The message as received (CRLF line ends, dot-unstuffed), from memory or decoded
+    /// from the spool.
     pub async fn read(&self) -> Result<Vec<u8>, Error> {
+        if let Some(b) = &self.body {
+            return Ok(b.bytes.clone());
+        }
         let path = self.path.clone();
         let enc = self.encoding;
         let key = self.key;
@@ -202,9 +209,11 @@ impl<D: Dispatch> Scheduler<D> {
             st.due.range(..=(now, EvpId(u64::MAX))).copied().collect();
         let mut works: Vec<Work> = Vec::new();
         let mut expired: Vec<(MsgId, Vec<Failure>)> = Vec::new();
+        let mut relay_of: Vec<(String, bool)> = Vec::new();
+        let mut dest_buf = String::new();
         for (t, evpid) in candidates {
             let msgid = evpid.msgid();
-            let Some(entry) = st.messages.get(&msgid) else {
+            let Some(entry) = st.messages.get_mut(&msgid) else {
                 st.due.remove(&(t, evpid));
                 continue;
             };
@@ -230,14 +239,43 @@ impl<D: Dispatch> Scheduler<D> {
                 st.inflight.insert(evpid);
                 continue;
             }
-            let action = r.recipient.action.clone();
-            if self.queue.is_paused(self.dispatch.is_relay(&action)) {
+            // Recipients held back by a pause or a full destination stay due and are
+            // looked at again on every wake: with thousands queued for one destination
+            // these checks are most of the scheduler's time, so they come first and
+            // allocate nothing (the agent's `is_relay` reads the live configuration).
+            let relay = match relay_of.iter().find(|(a, _)| *a == r.recipient.action) {
+                Some((_, relay)) => *relay,
+                None => {
+                    let relay = self.dispatch.is_relay(&r.recipient.action);
+                    relay_of.push((r.recipient.action.clone(), relay));
+                    relay
+                }
+            };
+            if self.queue.is_paused(relay) {
                 continue;
             }
-            let dest = format!(
-                "{action}|{}",
-                domain_of(&r.recipient.address).to_ascii_lowercase()
-            );
+            dest_buf.clear();
+            dest_buf.push_str(&r.recipient.action);
+            dest_buf.push('|');
+            dest_buf.push_str(domain_of(&r.recipient.address));
+            dest_buf[r.recipient.action.len() + 1..].make_ascii_lowercase();
+            let joined = works.iter().position(|w| {
+                w.msg.msgid == msgid
+                    && w.dest == dest_buf
+                    && w.rcpts.len() < cfg.max_rcpts_per_delivery
+            });
+            if joined.is_none()
+                && st
+                    .dest_inflight
+                    .get(dest_buf.as_str())
+                    .copied()
+                    .unwrap_or(0)
+                    >= cfg.max_inflight_per_destination
+            {
+                continue;
+            }
+            let action = r.recipient.action.clone();
+            let dest = dest_buf.clone();
             let rref = RcptRef {
                 evpid,
                 address: r.recipient.address.clone(),
@@ -250,16 +288,9 @@ impl<D: Dispatch> Scheduler<D> {
                 orcpt: r.recipient.orcpt.clone(),
                 retries: r.retries,
             };
-            let joined = works.iter_mut().find(|w| {
-                w.msg.msgid == msgid && w.dest == dest && w.rcpts.len() < cfg.max_rcpts_per_delivery
-            });
-            match joined {
+            match joined.and_then(|i| works.get_mut(i)) {
                 Some(w) => w.rcpts.push(rref),
                 None => {
-                    let busy = st.dest_inflight.get(&dest).copied().unwrap_or(0);
-                    if busy >= cfg.max_inflight_per_destination {
-                        continue;
-                    }
                     *st.dest_inflight.entry(dest.clone()).or_default() += 1;
                     works.push(Work {
                         msg: MessageRef {
@@ -269,6 +300,12 @@ impl<D: Dispatch> Scheduler<D> {
                             path: self.queue.msg_path(msgid),
                             encoding: entry.env.encoding,
                             key: cfg.encryption_key,
+                            // Held only in memory: every attempt reads it there.
+                            body: if entry.on_disk {
+                                entry.body.take()
+                            } else {
+                                entry.body.clone()
+                            },
                         },
                         action,
                         dest,

@@ -127,6 +127,10 @@ pub struct Listener {
 pub struct Limits {
     pub max_sessions: usize,
     pub max_sessions_per_ip: usize,
+    /// Whether `max_sessions_per_ip` also counts loopback clients. Off unless the limit
+    /// was set explicitly: every local submitter (content filters reinjecting, webmail,
+    /// `sendmail` over TCP) shares 127.0.0.1, and OpenSMTPD has no per-address cap at all.
+    pub per_ip_covers_loopback: bool,
     /// New connections per minute from one address (`smtp limit max-conn-rate`, a fugu
     /// extension); 0 is no limit.
     pub max_conn_rate_per_ip: u32,
@@ -143,6 +147,7 @@ impl Default for Limits {
         Limits {
             max_sessions: 4096,
             max_sessions_per_ip: 64,
+            per_ip_covers_loopback: false,
             max_conn_rate_per_ip: 0,
             idle_timeout: Duration::from_secs(300),
             total_timeout: Duration::from_secs(3600),
@@ -361,6 +366,10 @@ impl Server {
     }
 }
 
+/// A session's read buffer at first, and once a read has filled it.
+const READ_BUF_START: usize = 1024;
+const READ_BUF_MAX: usize = 16 * 1024;
+
 /// Which limit refused a connection, for the log.
 #[derive(Debug, Clone, Copy)]
 enum Refusal {
@@ -379,7 +388,9 @@ fn take_slot(
         return Err(Refusal::Sessions);
     }
     if let Some(ip) = ip {
-        if c.per_ip.get(&ip).copied().unwrap_or(0) >= limits.max_sessions_per_ip {
+        if c.per_ip.get(&ip).copied().unwrap_or(0) >= limits.max_sessions_per_ip
+            && (limits.per_ip_covers_loopback || !ip.is_loopback())
+        {
             return Err(Refusal::SessionsPerIp);
         }
         // Counted only once the concurrency caps let it in: a client held back by
@@ -583,7 +594,9 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
     let mut pending: VecDeque<Action> = first.into();
     let mut out: Vec<u8> = Vec::new();
     let mut writer: Option<Box<dyn MessageWriter>> = None;
-    let mut buf = vec![0u8; 16 * 1024];
+    // Commands fit in 1 KiB; the buffer grows only for a client that fills it (DATA),
+    // so a thousand idle sessions do not hold 16 MiB of read buffers.
+    let mut buf = vec![0u8; READ_BUF_START];
     let deadline = tokio::time::Instant::now() + ctx.limits.total_timeout;
     let mut shutdown = ctx.shutdown.clone();
     loop {
@@ -716,7 +729,13 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
         let event_actions = tokio::select! {
             r = stream.read(&mut buf) => match r {
                 Ok(0) | Err(_) => session.handle(Event::Disconnected),
-                Ok(n) => session.handle(Event::Input(&buf[..n])),
+                Ok(n) => {
+                    let actions = session.handle(Event::Input(&buf[..n]));
+                    if n == buf.len() && buf.len() < READ_BUF_MAX {
+                        buf.resize(READ_BUF_MAX, 0);
+                    }
+                    actions
+                }
             },
             _ = idle => {
                 filters.timeout();
@@ -751,4 +770,49 @@ async fn flush(stream: &mut Stream, out: &mut Vec<u8>) -> io::Result<()> {
     stream.flush().await?;
     out.clear();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters() -> Arc<Mutex<Counters>> {
+        Arc::new(Mutex::new(Counters {
+            total: 0,
+            per_ip: HashMap::new(),
+            rate: rate::ConnRate::new(0),
+        }))
+    }
+
+    #[test]
+    fn the_default_per_address_cap_spares_loopback_but_an_explicit_one_does_not() {
+        let limits = Limits {
+            max_sessions_per_ip: 2,
+            ..Limits::default()
+        };
+        let c = counters();
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let remote: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            held.push(take_slot(&c, Some(local), &limits).ok().unwrap());
+        }
+        held.push(take_slot(&c, Some(remote), &limits).ok().unwrap());
+        held.push(take_slot(&c, Some(remote), &limits).ok().unwrap());
+        assert!(matches!(
+            take_slot(&c, Some(remote), &limits),
+            Err(Refusal::SessionsPerIp)
+        ));
+
+        let explicit = Limits {
+            per_ip_covers_loopback: true,
+            ..limits
+        };
+        assert!(matches!(
+            take_slot(&c, Some(local), &explicit),
+            Err(Refusal::SessionsPerIp)
+        ));
+        drop(held);
+        assert!(take_slot(&c, Some(local), &explicit).is_ok());
+    }
 }

@@ -86,14 +86,23 @@ async fn a_committed_message_survives_a_restart_with_its_envelope() {
     )
     .await;
     assert_eq!(id.len(), 8);
+    // A small message waiting for delivery is held in memory; its durable copy is the
+    // journal record, and it has no file until it needs one.
+    assert!(files(&dir.path().join("queue")).is_empty());
+    assert!(files(&dir.path().join("incoming")).is_empty());
+    let journal = std::fs::read(dir.path().join(mta::queue::journal::FILE_NAME)).unwrap();
+    assert!(matches!(
+        &mta::queue::journal::decode(&journal).0[..],
+        [mta::queue::journal::Record::Commit { msg, .. }] if msg == MSG
+    ));
+    drop(q);
+
+    let q = Queue::open(dir.path(), QueueConfig::default(), c).unwrap();
+    // The restart wrote its files from the journal.
     assert_eq!(
         files(&dir.path().join("queue")),
         vec![format!("{id}.env"), format!("{id}.msg")]
     );
-    assert!(files(&dir.path().join("incoming")).is_empty());
-    drop(q);
-
-    let q = Queue::open(dir.path(), QueueConfig::default(), c).unwrap();
     let list = q.list();
     assert_eq!(list.len(), 2);
     assert!(list.iter().all(|e| e.evpid.to_string().starts_with(&id)));
@@ -295,10 +304,13 @@ async fn a_full_disk_is_reported_and_leaves_nothing_half_written() {
     };
     assert!(matches!(err, Error::SpoolFull { .. }), "{err:?}");
     assert!(files(&mnt.join("incoming")).is_empty());
-    assert_eq!(
-        files(&mnt.join("queue")),
-        vec![format!("{kept}.env"), format!("{kept}.msg")]
-    );
+    assert!(files(&mnt.join("queue")).is_empty());
+    let listed: Vec<String> = q
+        .list()
+        .iter()
+        .map(|e| e.evpid.msgid().to_string())
+        .collect();
+    assert_eq!(listed, vec![kept.clone()]);
 
     std::fs::remove_file(mnt.join("filler")).unwrap();
     let mut inc = q
@@ -440,6 +452,60 @@ fn quick_retries() -> QueueConfig {
         hostname: "mx.example.org".into(),
         ..QueueConfig::default()
     }
+}
+
+#[tokio::test]
+async fn a_message_held_in_memory_gets_its_files_when_deferred_and_none_when_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let q = Queue::open(dir.path(), quick_retries(), c.clone()).unwrap();
+    let d = Arc::new(Scripted::default());
+    d.answer(
+        "later@example.net",
+        Outcome::TempFail("452 4.2.2 Mailbox full".into()),
+    );
+    let s = Scheduler::new(q.clone(), d.clone());
+    let sent = enqueue(&q, envelope(None, &[("now@example.net", "deliver")]), MSG).await;
+    let kept = enqueue(&q, envelope(None, &[("later@example.net", "deliver")]), MSG).await;
+    assert!(files(&dir.path().join("queue")).is_empty());
+
+    assert_eq!(s.run_once().await, 2);
+    // The delivered one never had a file; the deferred one has both now.
+    assert_eq!(
+        files(&dir.path().join("queue")),
+        vec![format!("{kept}.env"), format!("{kept}.msg")]
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join(format!("queue/{kept}.msg"))).unwrap(),
+        MSG
+    );
+    // Its `D` record is written by the committer thread, unsynced, shortly after.
+    let done = || -> Vec<String> {
+        let journal = std::fs::read(dir.path().join(mta::queue::journal::FILE_NAME)).unwrap();
+        mta::queue::journal::decode(&journal)
+            .0
+            .into_iter()
+            .filter_map(|r| match r {
+                mta::queue::journal::Record::Done(id) => Some(id.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    for _ in 0..100 {
+        if !done().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(done(), vec![sent]);
+    drop(s);
+    drop(q);
+
+    let q = Queue::open(dir.path(), quick_retries(), c).unwrap();
+    let left = q.list();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].retries, 1);
+    assert_eq!(q.show_message(&kept).await.unwrap(), MSG);
 }
 
 #[tokio::test]
