@@ -23,7 +23,7 @@ pub(crate) struct MailFlow {
     /// Recipients waiting in the queue now, and the messages they belong to.
     pub queued: Option<i64>,
     pub queued_messages: Option<i64>,
-    /// SMTP sessions since start (`smtp.session`), when the daemon counts them.
+    /// SMTP sessions open now (`smtp.session`), when the daemon reports it.
     pub sessions: Option<i64>,
     /// `uptime.human`, in OpenSMTPD's `1d2h3m4s` form.
     pub uptime: Option<String>,
@@ -31,7 +31,7 @@ pub(crate) struct MailFlow {
 
 impl MailFlow {
     /// The figures in the order the dashboard shows them, with "n/a" for a counter the
-    /// daemon does not report (fugu smtpd has no session counter yet).
+    /// daemon does not report.
     pub(crate) fn tiles(&self) -> Vec<(&'static str, String)> {
         let n = |v: Option<i64>| v.map_or_else(|| "n/a".to_string(), |v| v.to_string());
         vec![

@@ -275,6 +275,8 @@ fn deferred_mail_is_listed_scheduled_counted_and_removed_live_and_offline() {
     assert!(stats.contains("scheduler.delivery.tempfail=2\n"), "{stats}");
     assert!(stats.contains("scheduler.envelope=1\n"), "{stats}");
     assert!(stats.contains("uptime.human="), "{stats}");
+    // No SMTP session is open while the control socket is asked.
+    assert!(stats.contains("smtp.session=0\n"), "{stats}");
     let keys: Vec<&str> = stats
         .lines()
         .map(|l| l.split('=').next().unwrap())

@@ -39,6 +39,7 @@ pub(super) struct Control {
     pub queue: Queue,
     pub reloader: Arc<Reloader>,
     pub smtp_paused: crate::server::PauseSwitch,
+    pub sessions: crate::server::SessionGauge,
     pub started: Instant,
     pub daemon_uid: u32,
     pub fugu_gid: Option<u32>,
@@ -179,6 +180,7 @@ async fn execute(ctl: &Control, req: Request) -> Response {
                     ("scheduler.envelope.inflight", z(s.inflight)),
                     ("scheduler.envelope.removed", n(s.removed)),
                     ("scheduler.ramqueue.message", z(s.messages)),
+                    ("smtp.session", z(ctl.sessions.current())),
                 ],
                 ctl.started.elapsed().as_secs(),
             ))

@@ -219,6 +219,7 @@ async fn serve(opts: Options, spool: PathBuf, state: State) -> Result<(), StartE
         queue: queue.clone(),
         reloader: reloader.clone(),
         smtp_paused: server.pause_switch(),
+        sessions: server.session_gauge(),
         started: std::time::Instant::now(),
         daemon_uid: nix::unistd::geteuid().as_raw(),
         fugu_gid: control::fugu_gid(),

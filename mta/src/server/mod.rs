@@ -180,6 +180,17 @@ pub struct Server {
     limits: Limits,
     clock: Arc<dyn Clock>,
     paused: PauseSwitch,
+    counters: Arc<Mutex<Counters>>,
+}
+
+/// The number of SMTP sessions open right now (OpenSMTPD's `smtp.session` statistic).
+#[derive(Clone)]
+pub struct SessionGauge(Arc<Mutex<Counters>>);
+
+impl SessionGauge {
+    pub fn current(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).total
+    }
 }
 
 /// `pause smtp` / `resume smtp`: while set, the network listeners stop accepting
@@ -279,17 +290,28 @@ impl Server {
             };
             bound.push((b, l));
         }
+        let counters = Arc::new(Mutex::new(Counters {
+            total: 0,
+            per_ip: HashMap::new(),
+            rate: rate::ConnRate::new(limits.max_conn_rate_per_ip),
+        }));
         Ok(Server {
             bound,
             limits,
             clock,
             paused: PauseSwitch::new(),
+            counters,
         })
     }
 
     /// The switch `pause smtp` / `resume smtp` turn.
     pub fn pause_switch(&self) -> PauseSwitch {
         self.paused.clone()
+    }
+
+    /// The count of open sessions, for `show stats`.
+    pub fn session_gauge(&self) -> SessionGauge {
+        SessionGauge(self.counters.clone())
     }
 
     /// The bound TCP addresses, in listener order (for port 0 in tests).
@@ -305,11 +327,7 @@ impl Server {
 
     /// Serves until `shutdown` turns true; sessions in progress then get a 421.
     pub async fn run(self, backend: Arc<dyn Backend>, shutdown: watch::Receiver<bool>) {
-        let counters = Arc::new(Mutex::new(Counters {
-            total: 0,
-            per_ip: HashMap::new(),
-            rate: rate::ConnRate::new(self.limits.max_conn_rate_per_ip),
-        }));
+        let counters = self.counters;
         let mut tasks = Vec::new();
         for (bound, listener) in self.bound {
             let ctx = Arc::new(ConnCtx {

@@ -112,6 +112,7 @@ struct Harness {
     plain: u16,
     submission: u16,
     smtps: u16,
+    sessions: mta::server::SessionGauge,
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -153,6 +154,7 @@ impl Harness {
         };
         let server = Server::bind(listeners, limits, Arc::new(SystemClock)).unwrap();
         let ports: Vec<u16> = server.local_addrs().iter().map(|a| a.port()).collect();
+        let sessions = server.session_gauge();
         let (stop, rx) = tokio::sync::watch::channel(false);
         let backend = Arc::new(FileBackend {
             dir: dir.clone(),
@@ -165,6 +167,7 @@ impl Harness {
             plain: ports[0],
             submission: ports[1],
             smtps: ports[2],
+            sessions,
             _stop: stop,
         }
     }
@@ -413,6 +416,33 @@ print(len(ok))
     .await;
     assert_eq!(out.trim(), "200");
     assert_eq!(h.count(), 200);
+}
+
+#[tokio::test]
+async fn the_session_gauge_counts_open_sessions_for_show_stats() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let h = Harness::start().await;
+    assert_eq!(h.sessions.current(), 0);
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", h.plain))
+        .await
+        .unwrap();
+    let mut client = BufReader::new(stream);
+    let mut line = String::new();
+    client.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("220 "), "{line}");
+    assert_eq!(h.sessions.current(), 1);
+    client.get_mut().write_all(b"QUIT\r\n").await.unwrap();
+    line.clear();
+    client.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("221 "), "{line}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while h.sessions.current() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session was never released"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// The default `listen = ["0.0.0.0", "::"]` pair binds one port twice: the IPv6 socket
