@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
+
+use crate::access::net::canonical_ip;
 use hickory_resolver::proto::rr::RData;
 
 /// The most the PTR and forward lookups together may take before the session starts
@@ -50,7 +52,7 @@ async fn lookup_unbounded(resolver: &TokioResolver, ip: IpAddr) -> ReverseName {
         return ReverseName::default();
     };
     let confirmed = match resolver.lookup_ip(format!("{name}.")).await {
-        Ok(addrs) => addrs.iter().any(|a| canonical(a) == canonical(ip)),
+        Ok(addrs) => addrs.iter().any(|a| canonical_ip(a) == canonical_ip(ip)),
         Err(_) => false,
     };
     ReverseName {
@@ -70,14 +72,6 @@ fn host_name(ptr: &str) -> Option<String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     ok.then_some(name)
-}
-
-/// An IPv4-mapped IPv6 client compares equal to its IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 /// How long a looked-up name is reused. Many connections from one address (a peer's
@@ -103,7 +97,7 @@ impl ReverseResolver {
     /// The reverse name of `ip`, asked of `server` (`None`: the system's resolver).
     /// Loopback addresses are this host itself: `localhost`, without asking DNS.
     pub async fn lookup(&self, server: Option<&str>, ip: IpAddr) -> ReverseName {
-        let ip = canonical(ip);
+        let ip = canonical_ip(ip);
         if ip.is_loopback() {
             return ReverseName {
                 name: Some("localhost".to_string()),
@@ -210,7 +204,7 @@ mod tests {
     fn mapped_addresses_compare_as_ipv4() {
         let v4: IpAddr = "192.0.2.7".parse().unwrap();
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-        assert_eq!(canonical(mapped), v4);
-        assert_eq!(canonical(v4), v4);
+        assert_eq!(canonical_ip(mapped), v4);
+        assert_eq!(canonical_ip(v4), v4);
     }
 }

@@ -6,11 +6,10 @@
 //! message's `Authentication-Results` is read from the maildir it was delivered to.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fugu_tests::dns::{Unbound, Zone};
+use fugu_tests::dns::{Unbound, Zone, dkim_test_key, dkim_test_public_key, txt};
 use fugu_tests::fugu::{Root, bin};
 use fugu_tests::net::{free_port, wait_for_port};
 use fugu_tests::netns;
@@ -20,26 +19,10 @@ use fugu_tests::smtp::Client;
 const ALLOWED: &str = "192.0.2.2";
 const OTHER: &str = "192.0.2.3";
 
-fn key_data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../mta/tests/data/dkim")
-        .join(name)
-}
-
-/// A TXT record value in zone-file syntax: character strings of at most 255 octets.
-fn txt(value: &str) -> String {
-    value
-        .as_bytes()
-        .chunks(200)
-        .map(|c| format!("\"{}\"", std::str::from_utf8(c).unwrap()))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// example.org: SPF `-all` for 192.0.2.2, DMARC `p=reject`, the s2026 DKIM key;
 /// soft.example.org: SPF `~all`; nospf.example.org: no SPF record at all.
 fn zones() -> Vec<Zone> {
-    let key = std::fs::read_to_string(key_data("rsa2048.pub.b64")).unwrap();
+    let key = dkim_test_public_key("rsa2048.pub.b64");
     vec![Zone::new(
         "example.org",
         &format!(
@@ -48,7 +31,7 @@ fn zones() -> Vec<Zone> {
              s2026._domainkey IN TXT {}\n\
              soft IN TXT \"v=spf1 ip4:{ALLOWED} ~all\"\n\
              nospf IN A 192.0.2.1\n",
-            txt(&format!("v=DKIM1; k=rsa; p={}", key.trim()))
+            txt(&format!("v=DKIM1; k=rsa; p={key}"))
         ),
     )]
 }
@@ -218,7 +201,7 @@ sys.stdout.buffer.write(sig + msg)
     use std::io::Write;
     let mut child = Command::new("/usr/bin/python3")
         .args(["-c", SIGN])
-        .arg(key_data("rsa2048.key"))
+        .arg(dkim_test_key("rsa2048.key"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -8,11 +8,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use fugu_tests::dns::{Unbound, Zone};
+use fugu_tests::dns::{Unbound, Zone, dkim_test_key, dkim_test_public_key, txt};
 use fugu_tests::fugu::{Root, bin};
 use fugu_tests::net::{free_port, wait_for_port};
 use fugu_tests::netns;
@@ -26,34 +26,16 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// The committed test keys of the mta crate.
-fn key_data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../mta/tests/data/dkim")
-        .join(name)
-}
-
-fn public_key(name: &str) -> String {
-    std::fs::read_to_string(key_data(name))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-/// A TXT record value in zone-file syntax: character strings of at most 255 octets.
-fn txt(value: &str) -> String {
-    value
-        .as_bytes()
-        .chunks(200)
-        .map(|c| format!("\"{}\"", std::str::from_utf8(c).unwrap()))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// `example.org`, the sender's domain, with both DKIM selectors.
 fn zones() -> Vec<Zone> {
-    let rsa = format!("v=DKIM1; k=rsa; p={}", public_key("rsa2048.pub.b64"));
-    let ed = format!("v=DKIM1; k=ed25519; p={}", public_key("ed25519.pub.b64"));
+    let rsa = format!(
+        "v=DKIM1; k=rsa; p={}",
+        dkim_test_public_key("rsa2048.pub.b64")
+    );
+    let ed = format!(
+        "v=DKIM1; k=ed25519; p={}",
+        dkim_test_public_key("ed25519.pub.b64")
+    );
     vec![Zone::new(
         "example.org",
         &format!(
@@ -82,7 +64,7 @@ fn start_fugu(root: &Root, submission: u16, relay: &str, extra: &str) -> Child {
     root.write("creds", &format!("alice@example.org {hash}\n"));
     std::fs::create_dir_all(root.join("dkim/example.org")).unwrap();
     for (from, to) in [("rsa2048.key", "s2026.key"), ("ed25519.key", "e2026.key")] {
-        std::fs::copy(key_data(from), root.join("dkim/example.org").join(to)).unwrap();
+        std::fs::copy(dkim_test_key(from), root.join("dkim/example.org").join(to)).unwrap();
     }
     root.write(
         "dkim/keys",

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fugu_tests::dns::{Unbound, Zone};
+use fugu_tests::dns::{Unbound, Zone, dkim_test_key, dkim_test_public_key, txt};
 use fugu_tests::fugu::{Root, bin};
 use fugu_tests::net::{free_port, wait_for_port};
 use fugu_tests::process::{Child, require_program, wait_for_text};
@@ -119,21 +119,6 @@ fn delivered(root: &Root, user: &str, count: usize) -> Vec<String> {
     }
 }
 
-fn key_data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../mta/tests/data/dkim")
-        .join(name)
-}
-
-fn txt(value: &str) -> String {
-    value
-        .as_bytes()
-        .chunks(200)
-        .map(|c| format!("\"{}\"", std::str::from_utf8(c).unwrap()))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// dkimpy's verdict (`pass`/`fail`) on each DKIM-Signature of the message, keys looked
 /// up with dig(1) in the test's unbound (port in argv[2]).
 const VERIFY: &str = r#"
@@ -156,7 +141,7 @@ for i, sig in enumerate(sigs):
 fn filter_dkimsign_signs_mail_and_dkimpy_verifies_it() {
     let filter = require_filter("filter-dkimsign", "opensmtpd-filter-dkimsign");
     let root = Root::new();
-    let public = std::fs::read_to_string(key_data("rsa2048.pub.b64")).unwrap();
+    let public = dkim_test_public_key("rsa2048.pub.b64");
     let dns = Unbound::start(
         root.path(),
         free_port(),
@@ -164,7 +149,7 @@ fn filter_dkimsign_signs_mail_and_dkimpy_verifies_it() {
             "example.org",
             &format!(
                 "s2026._domainkey IN TXT {}\n",
-                txt(&format!("v=DKIM1; k=rsa; p={}", public.trim()))
+                txt(&format!("v=DKIM1; k=rsa; p={public}"))
             ),
         )],
     );
@@ -175,7 +160,7 @@ fn filter_dkimsign_signs_mail_and_dkimpy_verifies_it() {
         &format!(
             "filter dkim proc-exec \"{} -d example.org -s s2026 -k {}\"\n",
             filter.display(),
-            key_data("rsa2048.key").display()
+            dkim_test_key("rsa2048.key").display()
         ),
         "dkim",
     );

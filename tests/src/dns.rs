@@ -8,6 +8,31 @@ use std::time::{Duration, Instant};
 
 use crate::process::{Child, require_program};
 
+/// A TXT record value in zone-file syntax: character strings of at most 255 octets.
+pub fn txt(value: &str) -> String {
+    value
+        .as_bytes()
+        .chunks(200)
+        .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One of the mta crate's committed DKIM test keys (`rsa2048.key`, `rsa2048.pub.b64`, …).
+pub fn dkim_test_key(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../mta/tests/data/dkim")
+        .join(name)
+}
+
+/// The base64 public key of a committed test key, for a `p=` tag.
+pub fn dkim_test_public_key(name: &str) -> String {
+    std::fs::read_to_string(dkim_test_key(name))
+        .unwrap_or_else(|e| panic!("read DKIM test key {name}: {e}"))
+        .trim()
+        .to_string()
+}
+
 /// One zone: its origin (`example.org`) and its records in zone-file syntax, relative
 /// names allowed. A SOA and NS are added when the text has none.
 pub struct Zone {

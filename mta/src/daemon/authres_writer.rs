@@ -50,12 +50,7 @@ pub(super) fn context(
         return None;
     };
     let l = state.config.listeners.get(listener)?;
-    let loopback = match peer.ip() {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
-        v4 => v4.is_loopback(),
-    };
+    let loopback = crate::access::net::canonical_ip(peer.ip()).is_loopback();
     if !settings.enabled || l.no_authres || envelope.auth_user.is_some() || loopback {
         return None;
     }
