@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -384,9 +384,35 @@ impl Server {
     }
 }
 
-/// A session's read buffer at first, and once a read has filled it.
-const READ_BUF_START: usize = 1024;
-const READ_BUF_MAX: usize = 16 * 1024;
+/// Bytes taken from a client per read. The buffer belongs to the worker thread, not the
+/// session: input is handed to the session as soon as it is read, so a thousand waiting
+/// sessions hold no read buffers at all.
+const READ_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
+}
+
+/// Waits for input, reads it into the worker's scratch buffer and gives it to `take`
+/// before the next await (end of stream is an empty slice).
+async fn read_with<R>(stream: &mut Stream, take: impl FnOnce(&[u8]) -> R) -> io::Result<R> {
+    let mut take = Some(take);
+    std::future::poll_fn(|cx| {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut rb = ReadBuf::new(scratch);
+            match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => match take.take() {
+                    Some(take) => Poll::Ready(Ok(take(rb.filled()))),
+                    None => Poll::Ready(Err(io::Error::other("read polled after its end"))),
+                },
+            }
+        })
+    })
+    .await
+}
 
 /// Which limit refused a connection, for the log.
 #[derive(Debug, Clone, Copy)]
@@ -546,6 +572,14 @@ async fn handshake(ctx: &ConnCtx, stream: &mut Stream) -> Option<crate::session:
     Some(info)
 }
 
+/// What ended a session's wait for its client.
+enum Wake {
+    /// The session's answer to what was read; `None` when the read failed.
+    Read(Option<Vec<Action>>),
+    Timeout,
+    Shutdown,
+}
+
 async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
     let sid = session_id();
     let mut peer = Peer {
@@ -612,9 +646,6 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
     let mut pending: VecDeque<Action> = first.into();
     let mut out: Vec<u8> = Vec::new();
     let mut writer: Option<Box<dyn MessageWriter>> = None;
-    // Commands fit in 1 KiB; the buffer grows only for a client that fills it (DATA),
-    // so a thousand idle sessions do not hold 16 MiB of read buffers.
-    let mut buf = vec![0u8; READ_BUF_START];
     let deadline = tokio::time::Instant::now() + ctx.limits.total_timeout;
     let mut shutdown = ctx.shutdown.clone();
     loop {
@@ -744,26 +775,23 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
         }
         let idle = tokio::time::sleep(ctx.limits.idle_timeout);
         let total = tokio::time::sleep_until(deadline);
-        let event_actions = tokio::select! {
-            r = stream.read(&mut buf) => match r {
-                Ok(0) | Err(_) => session.handle(Event::Disconnected),
-                Ok(n) => {
-                    let actions = session.handle(Event::Input(&buf[..n]));
-                    if n == buf.len() && buf.len() < READ_BUF_MAX {
-                        buf.resize(READ_BUF_MAX, 0);
-                    }
-                    actions
-                }
-            },
-            _ = idle => {
+        let woken = tokio::select! {
+            r = read_with(&mut stream, |input| match input {
+                [] => session.handle(Event::Disconnected),
+                input => session.handle(Event::Input(input)),
+            }) => Wake::Read(r.ok()),
+            _ = idle => Wake::Timeout,
+            _ = total => Wake::Timeout,
+            _ = shutdown.changed() => Wake::Shutdown,
+        };
+        let event_actions = match woken {
+            Wake::Read(Some(actions)) => actions,
+            Wake::Read(None) => session.handle(Event::Disconnected),
+            Wake::Timeout => {
                 filters.timeout();
                 session.handle(Event::Timeout)
             }
-            _ = total => {
-                filters.timeout();
-                session.handle(Event::Timeout)
-            }
-            _ = shutdown.changed() => session.handle(Event::Shutdown),
+            Wake::Shutdown => session.handle(Event::Shutdown),
         };
         pending.extend(event_actions);
     }

@@ -480,12 +480,12 @@ impl Session {
         if self.closed {
             return Vec::new();
         }
+        let mut input: &[u8] = &[];
         match event {
             Event::Input(bytes) => {
-                if self.waiting == Some(Wait::Tls) {
-                    // RFC 3207 §4: plaintext after STARTTLS is never a command.
-                } else {
-                    self.inbuf.extend_from_slice(bytes);
+                // RFC 3207 §4: plaintext after STARTTLS is never a command.
+                if self.waiting != Some(Wait::Tls) {
+                    input = bytes;
                 }
             }
             Event::TlsEstablished(info) => self.tls_established(info),
@@ -509,13 +509,41 @@ impl Session {
                 self.closed = true;
             }
         }
-        self.pump();
+        self.pump(input);
         std::mem::take(&mut self.out)
     }
 
-    /// Consumes buffered input until it runs out or an answer must be awaited.
-    fn pump(&mut self) {
+    /// Consumes input until it runs out or an answer must be awaited. Only what is left
+    /// over (a partial line, commands pipelined past a pending verdict) is copied into the
+    /// session, so an idle session holds no input buffer.
+    fn pump(&mut self, input: &[u8]) {
+        if self.inbuf.is_empty() {
+            let used = self.consume(input);
+            if self.keeps_input() {
+                self.inbuf
+                    .extend_from_slice(&input[used.min(input.len())..]);
+            }
+            return;
+        }
         let mut buf = std::mem::take(&mut self.inbuf);
+        buf.extend_from_slice(input);
+        let used = self.consume(&buf);
+        if self.keeps_input() {
+            buf.drain(..used.min(buf.len()));
+            if !buf.is_empty() {
+                self.inbuf = buf;
+            }
+        }
+    }
+
+    /// Whether input not yet consumed is still wanted: after STARTTLS whatever the client
+    /// pipelined is dropped (RFC 3207 §4), and a closed session reads nothing more.
+    fn keeps_input(&self) -> bool {
+        self.waiting != Some(Wait::Tls) && !self.closed
+    }
+
+    /// Consumes `buf` from its start; returns how much was used.
+    fn consume(&mut self, buf: &[u8]) -> usize {
         let mut pos = 0;
         while !self.closed && self.waiting.is_none() && pos < buf.len() {
             match self.mode {
@@ -550,13 +578,7 @@ impl Session {
                 }
             }
         }
-        if self.waiting == Some(Wait::Tls) || self.closed {
-            // STARTTLS: whatever the client pipelined after it is dropped (RFC 3207 §4).
-            buf.clear();
-        } else {
-            buf.drain(..pos.min(buf.len()));
-        }
-        self.inbuf = buf;
+        pos
     }
 
     /// One command line (or AUTH continuation line), without its line ending.
