@@ -5,7 +5,7 @@
 //! as a `C` record; the batch is written with one `write` and covered by one
 //! `fdatasync`, and only then does any session in the batch get its 250. The message's
 //! own files in `queue/`, when it has any yet (see the queue's docs: small messages are
-//! held in memory), are written and renamed without fsync: they are the working copy. A
+//! held only here), are written and renamed without fsync: they are the working copy. A
 //! `D` record (appended without fsync) says a message left the queue, so a restart does
 //! not deliver it again. A checkpoint writes the files a live message lacks from its
 //! record before it truncates.
@@ -24,8 +24,9 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use super::{MsgId, format, fsync_dir, io_error};
 use crate::error::Error;
@@ -137,14 +138,47 @@ fn decode_one(b: &[u8]) -> Option<(Record, usize)> {
 type EnvAndMsg = (Vec<u8>, Vec<u8>);
 
 /// The open journal, owned by the committer thread.
+/// Where a committed message's bytes lie in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    generation: u64,
+    offset: u64,
+    len: usize,
+}
+
+/// The journal as the queue reads it: a small message's bytes are read back from its
+/// record for each delivery attempt instead of being held in memory (they are in the
+/// page cache, just written). Every truncation starts a new generation; a span of an
+/// older one is gone, and its message's file (which a checkpoint wrote before
+/// truncating) is read instead.
+#[derive(Debug)]
+pub(crate) struct Reader {
+    file: File,
+    generation: RwLock<u64>,
+}
+
+impl Reader {
+    /// The bytes of `span`, or `None` when the journal was truncated since.
+    pub(crate) fn read(&self, span: Span) -> std::io::Result<Option<Vec<u8>>> {
+        let generation = self.generation.read().unwrap_or_else(|p| p.into_inner());
+        if *generation != span.generation {
+            return Ok(None);
+        }
+        let mut bytes = vec![0; span.len];
+        self.file.read_exact_at(&mut bytes, span.offset)?;
+        Ok(Some(bytes))
+    }
+}
+
 pub(super) struct Journal {
     file: File,
+    reader: Arc<Reader>,
     path: PathBuf,
     queue_dir: PathBuf,
     len: u64,
     /// Messages whose only fsynced copy is in the journal.
     live: HashSet<MsgId>,
-    /// Messages held in memory whose files a checkpoint wrote: their `D` record also
+    /// Messages held only here whose files a checkpoint wrote: their `D` record also
     /// removes the files (the queue thinks they have none).
     materialized: HashSet<MsgId>,
     /// Records waiting for the next write.
@@ -164,8 +198,13 @@ impl Journal {
             .open(&path)
             .map_err(|e| io_error(&path, e))?;
         let len = file.metadata().map_err(|e| io_error(&path, e))?.len();
+        let reader = Arc::new(Reader {
+            file: File::open(&path).map_err(|e| io_error(&path, e))?,
+            generation: RwLock::new(0),
+        });
         Ok(Journal {
             file,
+            reader,
             path,
             queue_dir: queue_dir.to_path_buf(),
             len,
@@ -176,10 +215,38 @@ impl Journal {
         })
     }
 
-    /// Queues a `C` record for `msgid`.
-    pub(super) fn add_commit(&mut self, msgid: MsgId, env: &[u8], msg: &[u8]) {
+    pub(super) fn reader(&self) -> Arc<Reader> {
+        self.reader.clone()
+    }
+
+    /// Queues a `C` record for `msgid`; the span is readable once the next
+    /// [`flush`](Journal::flush) returned.
+    pub(super) fn add_commit(&mut self, msgid: MsgId, env: &[u8], msg: &[u8]) -> Span {
+        let offset = self.len + (self.pending.len() + HEADER + env.len()) as u64;
         encode_parts(&mut self.pending, b'C', msgid, env, msg);
         self.live.insert(msgid);
+        Span {
+            generation: *self
+                .reader
+                .generation
+                .read()
+                .unwrap_or_else(|p| p.into_inner()),
+            offset,
+            len: msg.len(),
+        }
+    }
+
+    /// Empties the file, ending the current generation of spans first.
+    fn truncate(&mut self) -> Result<(), Error> {
+        let mut generation = self
+            .reader
+            .generation
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        *generation += 1;
+        self.file.set_len(0).map_err(|e| io_error(&self.path, e))?;
+        self.len = 0;
+        Ok(())
     }
 
     /// Forgets a message that left the queue; a `D` record rides on the next write.
@@ -212,8 +279,7 @@ impl Journal {
             // Nothing in the journal is needed any more: start it afresh.
             self.pending.clear();
             if self.len > 0 {
-                self.file.set_len(0).map_err(|e| io_error(&self.path, e))?;
-                self.len = 0;
+                self.truncate()?;
             }
             return Ok(());
         }
@@ -257,7 +323,7 @@ impl Journal {
     }
 
     fn checkpoint(&mut self) -> Result<(), Error> {
-        // Messages held in memory have no files yet (or half of them, while the queue
+        // Messages held only here have no files yet (or half of them, while the queue
         // writes them for an envelope rewrite): what is missing is written from the
         // journal's record. A message removed meanwhile gets files back too; its `D`
         // record, still on its way, removes them (`materialized`).
@@ -308,9 +374,8 @@ impl Journal {
             }
         }
         fsync_dir(&self.queue_dir)?;
-        self.file.set_len(0).map_err(|e| io_error(&self.path, e))?;
+        self.truncate()?;
         self.file.sync_all().map_err(|e| io_error(&self.path, e))?;
-        self.len = 0;
         self.live.clear();
         Ok(())
     }
@@ -512,23 +577,30 @@ mod tests {
     }
 
     #[test]
-    fn a_checkpoint_writes_the_files_of_messages_held_only_in_memory() {
+    fn a_checkpoint_writes_the_files_of_messages_held_only_in_the_journal() {
         let (dir, qd) = spool();
         recover(dir.path(), &qd).unwrap();
         let mut j = Journal::open(dir.path(), &qd).unwrap();
+        let reader = j.reader();
         let (e1, e2) = (env_text(0x11, 1), env_text(0x22, 1));
-        j.add_commit(MsgId(0x11), e1.as_bytes(), b"held in memory");
+        let held = j.add_commit(MsgId(0x11), e1.as_bytes(), b"held in the journal");
         // This one's files were written for an envelope rewrite, the newer envelope.
         j.add_commit(MsgId(0x22), e2.as_bytes(), b"on disk");
         j.flush(true).unwrap();
         fs::write(qd.join("00000022.msg"), b"on disk").unwrap();
         fs::write(qd.join("00000022.env"), "newer").unwrap();
+        assert_eq!(
+            reader.read(held).unwrap().as_deref(),
+            Some(&b"held in the journal"[..])
+        );
 
         j.checkpoint().unwrap();
         assert_eq!(
             fs::read(qd.join("00000011.msg")).unwrap(),
-            b"held in memory"
+            b"held in the journal"
         );
+        // The record is gone: its reader is sent to the file.
+        assert_eq!(reader.read(held).unwrap(), None);
         assert_eq!(fs::read_to_string(qd.join("00000011.env")).unwrap(), e1);
         assert_eq!(
             fs::read_to_string(qd.join("00000022.env")).unwrap(),
@@ -564,10 +636,20 @@ mod tests {
         let (recs, _) = decode(&fs::read(dir.path().join(FILE_NAME)).unwrap());
         assert_eq!(recs.len(), 4);
         // Empty and past the threshold: truncated.
-        j.add_commit(MsgId(3), b"e", b"m");
+        let third = j.add_commit(MsgId(3), b"e", b"m3");
         j.flush(true).unwrap();
+        assert_eq!(j.reader().read(third).unwrap().as_deref(), Some(&b"m3"[..]));
         j.add_done(MsgId(3));
         j.flush(false).unwrap();
         assert_eq!(fs::metadata(dir.path().join(FILE_NAME)).unwrap().len(), 0);
+        assert_eq!(j.reader().read(third).unwrap(), None);
+        // Records written since do not bring the old span back.
+        let fourth = j.add_commit(MsgId(4), b"e", b"m4");
+        j.flush(true).unwrap();
+        assert_eq!(j.reader().read(third).unwrap(), None);
+        assert_eq!(
+            j.reader().read(fourth).unwrap().as_deref(),
+            Some(&b"m4"[..])
+        );
     }
 }

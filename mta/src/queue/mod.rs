@@ -3,12 +3,12 @@
 //! Layout under the spool directory (OpenSMTPD's, flattened):
 //!
 //! - `incoming/<msgid>.msg`, `incoming/<msgid>.env`: a large message being received (or
-//!   a small one committed past the memory budget). Discarded on start: the client never
+//!   a small one committed past the journal-only budget). Discarded on start: the client never
 //!   got a 250 for it.
 //! - `queue/<msgid>.msg`: the message as received (or compressed/encrypted, see
 //!   [`format::MessageEncoding`]); `queue/<msgid>.env`: its envelope ([`format`]), one block
 //!   per recipient still to deliver. A small message has no files here while it is held
-//!   in memory (below).
+//!   only in the journal (below).
 //! - `corrupt/`: files that did not decode on start, kept for the operator.
 //! - `commit.log`: the commit journal ([`journal`]).
 //! - `queue.lock`: held (`flock`) by the process that has the queue open.
@@ -22,9 +22,11 @@
 //! is on stable storage; on start, [`journal::recover`] rewrites from the journal every
 //! message it holds that has no `D` (done) record, then empties it.
 //!
-//! A plain message up to 256 KiB, while fewer than 64 MiB are held so ([`MEMORY_BYTES`]),
-//! gets no file at all at commit: its bytes stay in memory for delivery and its journal
-//! record is its durable copy. Its files are written when it needs them: an envelope
+//! A plain message up to 256 KiB, while fewer than 64 MiB are held so
+//! ([`JOURNAL_ONLY_BYTES`]), gets no file at all at commit: its journal record is its
+//! durable copy, and delivery reads the bytes back from the record (a `pread` from the
+//! page cache, [`JournalBody`]), so the daemon does not keep a burst's messages in its
+//! own memory. Its files are written when it needs them: an envelope
 //! rewrite (a deferral, a partial delivery) writes both, and a journal checkpoint writes
 //! whatever is missing from the journal's records before truncating. Mail relayed at once
 //! thus costs no file creation, which under load was the most expensive call (ext4
@@ -126,7 +128,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     committer: mpsc::Sender<Job>,
     state: Mutex<State>,
-    cached_bytes: Arc<AtomicUsize>,
+    /// Bytes of messages held only in the journal (see [`JournalBody`]).
+    journal_only: Arc<AtomicUsize>,
+    journal: Arc<journal::Reader>,
     wake: tokio::sync::Notify,
     /// `pause mda` / `pause mta`: the scheduler leaves those recipients waiting.
     paused_mda: AtomicBool,
@@ -136,7 +140,8 @@ struct Inner {
 
 #[derive(Default)]
 struct State {
-    messages: HashMap<MsgId, Entry>,
+    /// Boxed: the map's table keeps its size after a burst, 16 bytes a slot this way.
+    messages: HashMap<MsgId, Box<Entry>>,
     /// (next try, envelope) of every recipient waiting, not in flight.
     due: BTreeSet<(i64, EvpId)>,
     inflight: HashSet<EvpId>,
@@ -149,36 +154,60 @@ struct Entry {
     env: StoredEnvelope,
     /// Serialises rewrites of this message's envelope file.
     write_lock: Arc<tokio::sync::Mutex<()>>,
-    /// The message file's bytes while they are in memory: always when `on_disk` is
-    /// false, else until the first delivery attempt takes them.
-    body: Option<Arc<CachedBody>>,
+    /// Where the message file's bytes are while it has none: always when `on_disk` is
+    /// false, else until the first delivery attempt takes it.
+    body: Option<Arc<JournalBody>>,
     /// Whether `queue/` has this message's files. A small message is first held only in
-    /// memory and in the journal; its files are written when an envelope rewrite or a
-    /// journal checkpoint needs them, so mail relayed at once creates no file.
+    /// the journal; its files are written when an envelope rewrite or a journal
+    /// checkpoint needs them, so mail relayed at once creates no file.
     on_disk: bool,
 }
 
-/// Message bytes held in memory, counted against [`MEMORY_BYTES`] when `budget` is set.
+/// A message held only in the journal: its bytes are read back from its record for
+/// each attempt, so a backlog of accepted mail costs no memory but its envelopes.
 #[derive(Debug)]
-pub(crate) struct CachedBody {
-    pub(crate) bytes: Vec<u8>,
-    budget: Option<Arc<AtomicUsize>>,
+pub(crate) struct JournalBody {
+    span: journal::Span,
+    journal: Arc<journal::Reader>,
+    _counted: Reservation,
 }
 
-impl Drop for CachedBody {
-    fn drop(&mut self) {
-        if let Some(b) = &self.budget {
-            b.fetch_sub(self.bytes.len(), Ordering::Relaxed);
-        }
+impl JournalBody {
+    /// The bytes, or `None` once a checkpoint moved the message into its files.
+    pub(crate) fn read(&self) -> std::io::Result<Option<Vec<u8>>> {
+        self.journal.read(self.span)
     }
 }
 
-/// At most this many bytes of committed messages are held in memory instead of files;
-/// past it (a destination down, deliveries paused) messages are written to `queue/`
-/// at commit, as large ones always are.
-const MEMORY_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes counted against [`JOURNAL_ONLY_BYTES`] until dropped.
+#[derive(Debug)]
+struct Reservation {
+    n: usize,
+    total: Arc<AtomicUsize>,
+}
+
+impl Reservation {
+    fn take(total: &Arc<AtomicUsize>, n: usize) -> Option<Reservation> {
+        let r = Reservation {
+            n,
+            total: total.clone(),
+        };
+        (total.fetch_add(n, Ordering::Relaxed) + n <= JOURNAL_ONLY_BYTES).then_some(r)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.n, Ordering::Relaxed);
+    }
+}
+
+/// At most this many bytes of committed messages are held only in the journal; past it
+/// (a destination down, deliveries paused) messages are written to `queue/` at commit,
+/// as large ones always are. It bounds what a checkpoint has to write out.
+const JOURNAL_ONLY_BYTES: usize = 64 * 1024 * 1024;
 /// Larger messages always get files.
-const MEMORY_MESSAGE_MAX: usize = FLUSH_AT;
+const JOURNAL_ONLY_MESSAGE_MAX: usize = FLUSH_AT;
 
 #[derive(Default)]
 struct Counters {
@@ -211,16 +240,16 @@ pub struct QueueStats {
 
 enum Job {
     /// Files written into `incoming/`; `data` is the message file's bytes when they are
-    /// all in memory (else the committer reads the file back).
+    /// in memory (else the committer reads the file back).
     Commit {
         msgid: MsgId,
         env: String,
         /// `None`: read the message file back after moving it.
-        data: Option<Arc<CachedBody>>,
+        data: Option<Vec<u8>>,
         /// The files are in `incoming/`, to be moved into `queue/`; else the message is
-        /// held in memory only.
+        /// held only in the journal.
         move_files: bool,
-        reply: tokio::sync::oneshot::Sender<Result<(), Error>>,
+        reply: tokio::sync::oneshot::Sender<Result<journal::Span, Error>>,
     },
     /// The message's files were removed from `queue/`.
     Done(MsgId),
@@ -287,6 +316,7 @@ impl Queue {
         journal::recover(&dir, &queue_dir)?;
         recover(&incoming, &queue_dir, &corrupt, &mut state)?;
         let journal = journal::Journal::open(&dir, &queue_dir)?;
+        let reader = journal.reader();
         let (tx, rx) = mpsc::channel();
         let qd = queue_dir.clone();
         let inc = incoming.clone();
@@ -305,7 +335,8 @@ impl Queue {
                 clock,
                 committer: tx,
                 state: Mutex::new(state),
-                cached_bytes: Arc::default(),
+                journal_only: Arc::default(),
+                journal: reader,
                 wake: tokio::sync::Notify::new(),
                 paused_mda: AtomicBool::new(false),
                 paused_mta: AtomicBool::new(false),
@@ -417,7 +448,7 @@ impl Queue {
             seen.insert(env.msgid);
             out.extend(env.rcpts.iter().map(|r| QueueEntry::new(&env, r, false)));
         }
-        // Messages the daemon held in memory are only in the journal (the next start
+        // Messages without files are only in the journal (the next start
         // writes their files).
         let jpath = spool_dir.as_ref().join(journal::FILE_NAME);
         if let Ok(bytes) = fs::read(&jpath) {
@@ -609,11 +640,15 @@ impl Queue {
             return Ok(());
         };
         let wrote_msg = tokio::task::spawn_blocking(move || -> Result<bool, Error> {
-            // A message held in memory gets its file now, whole before it has a name
+            // A message held only in the journal gets its file now, whole before it has a name
             // (a journal checkpoint may look at it meanwhile). No fsync: the journal
             // keeps the message until a checkpoint fsyncs the file.
             let wrote_msg = match (&body, on_disk) {
                 (Some(b), false) => {
+                    let Some(bytes) = b.read().map_err(|e| io_error(&msg_path, e))? else {
+                        // A checkpoint wrote the file and emptied the journal meanwhile.
+                        return write_envelope(&env_path, &text).map(|()| false);
+                    };
                     let tmp = msg_path.with_extension("msg.tmp");
                     let r = OpenOptions::new()
                         .write(true)
@@ -621,7 +656,7 @@ impl Queue {
                         .truncate(true)
                         .mode(0o600)
                         .open(&tmp)
-                        .and_then(|mut f| f.write_all(&b.bytes))
+                        .and_then(|mut f| f.write_all(&bytes))
                         .and_then(|()| fs::rename(&tmp, &msg_path));
                     if let Err(e) = r {
                         let _ = fs::remove_file(&tmp);
@@ -631,23 +666,7 @@ impl Queue {
                 }
                 _ => false,
             };
-            let tmp = env_path.with_extension("env.tmp");
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| io_error(&tmp, e))?;
-            let r = f
-                .write_all(text.as_bytes())
-                .and_then(|()| f.sync_all())
-                .and_then(|()| fs::rename(&tmp, &env_path));
-            if let Err(e) = r {
-                let _ = fs::remove_file(&tmp);
-                return Err(io_error(&env_path, e));
-            }
-            Ok(wrote_msg)
+            write_envelope(&env_path, &text).map(|()| wrote_msg)
         })
         .await
         .map_err(blocking_error)??;
@@ -941,7 +960,7 @@ impl Incoming {
         let buf = std::mem::take(&mut self.buf);
         let encoding = self.encoding;
         let key = self.queue.inner.config.encryption_key;
-        let (data, body) = if self.flushed {
+        let (data, held) = if self.flushed {
             // Large: the rest goes to the file in incoming/, the committer moves it.
             let mut file = self.file.take();
             let msg_path = self.incoming_msg();
@@ -959,9 +978,6 @@ impl Incoming {
             (None, None)
         } else {
             let data = if encoding == MessageEncoding::Plain {
-                let mut buf = buf;
-                // It may stay in memory until delivered: without the slack of doubling.
-                buf.shrink_to_fit();
                 buf
             } else {
                 let msg_path = self.queue.msg_path(self.msgid);
@@ -970,36 +986,24 @@ impl Incoming {
                     .map_err(blocking_error)?
                     .map_err(|e| io_error(&msg_path, e))?
             };
-            let budget = &self.queue.inner.cached_bytes;
-            let n = data.len();
-            let in_memory = encoding == MessageEncoding::Plain
-                && n <= MEMORY_MESSAGE_MAX
-                && budget.fetch_add(n, Ordering::Relaxed) + n <= MEMORY_BYTES;
-            if in_memory {
-                // No file at all: the journal record is the durable copy, and the
-                // bytes stay here for delivery (see `Entry::on_disk`).
-                let body = Arc::new(CachedBody {
-                    bytes: data,
-                    budget: Some(budget.clone()),
-                });
-                (Some(body.clone()), Some(body))
-            } else {
-                if encoding == MessageEncoding::Plain && n <= MEMORY_MESSAGE_MAX {
-                    budget.fetch_sub(n, Ordering::Relaxed);
-                }
+            let held =
+                if encoding == MessageEncoding::Plain && data.len() <= JOURNAL_ONLY_MESSAGE_MAX {
+                    Reservation::take(&self.queue.inner.journal_only, data.len())
+                } else {
+                    None
+                };
+            if held.is_none() {
                 // Two small writes, done here rather than on the blocking pool: the
                 // hand-off costs more than the calls. The committer moves them.
                 self.in_incoming = true;
                 write_new(&self.incoming_msg(), &data)?;
                 write_new(&self.incoming_env(), text.as_bytes())?;
-                let body = Arc::new(CachedBody {
-                    bytes: data,
-                    budget: None,
-                });
-                (Some(body), None)
             }
+            // Else no file at all: the journal record is the durable copy, and delivery
+            // reads the bytes from it (see `Entry::on_disk`).
+            (Some(data), held)
         };
-        let on_disk = body.is_none();
+        let on_disk = held.is_none();
 
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.queue
@@ -1013,8 +1017,15 @@ impl Incoming {
                 reply: tx,
             })
             .map_err(|_| Error::QueueClosed)?;
-        rx.await.map_err(|_| Error::QueueClosed)??;
+        let span = rx.await.map_err(|_| Error::QueueClosed)??;
         self.finished = true;
+        let body = held.map(|counted| {
+            Arc::new(JournalBody {
+                span,
+                journal: self.queue.inner.journal.clone(),
+                _counted: counted,
+            })
+        });
 
         {
             let mut st = self.queue.state();
@@ -1024,12 +1035,12 @@ impl Incoming {
             }
             st.messages.insert(
                 self.msgid,
-                Entry {
+                Box::new(Entry {
                     env,
                     write_lock: Arc::default(),
                     body,
                     on_disk,
-                },
+                }),
             );
         }
         self.queue.inner.wake.notify_one();
@@ -1105,20 +1116,13 @@ fn committer(
                 Some(d) => Ok(d),
                 None => {
                     let p = queue_dir.join(format!("{msgid}.msg"));
-                    fs::read(&p)
-                        .map(|bytes| {
-                            Arc::new(CachedBody {
-                                bytes,
-                                budget: None,
-                            })
-                        })
-                        .map_err(|e| io_error(&p, e))
+                    fs::read(&p).map_err(|e| io_error(&p, e))
                 }
             });
             match data {
                 Ok(d) => {
-                    journal.add_commit(msgid, env.as_bytes(), &d.bytes);
-                    moved.push((msgid, reply));
+                    let span = journal.add_commit(msgid, env.as_bytes(), &d);
+                    moved.push((msgid, reply, span));
                 }
                 Err(e) => {
                     remove_queued(queue_dir, msgid);
@@ -1139,8 +1143,8 @@ fn committer(
                 counters
                     .committed
                     .fetch_add(moved.len() as u64, Ordering::Relaxed);
-                for (_, reply) in moved {
-                    let _ = reply.send(Ok(()));
+                for (_, reply, span) in moved {
+                    let _ = reply.send(Ok(span));
                 }
                 if let Err(e) = journal.maybe_checkpoint() {
                     tracing::error!("queue: commit journal checkpoint failed: {e}");
@@ -1148,7 +1152,7 @@ fn committer(
             }
             Err(e) => {
                 tracing::error!("queue: commit journal fdatasync failed: {e}");
-                for (msgid, reply) in moved {
+                for (msgid, reply, _) in moved {
                     remove_queued(queue_dir, msgid);
                     // The record may be on disk: its `D` keeps a restart from
                     // delivering a message whose client was told to try again.
@@ -1165,6 +1169,27 @@ fn committer(
             }
         }
     }
+}
+
+/// Replaces an envelope file, fsynced before its rename.
+fn write_envelope(env_path: &Path, text: &str) -> Result<(), Error> {
+    let tmp = env_path.with_extension("env.tmp");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io_error(&tmp, e))?;
+    let r = f
+        .write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .and_then(|()| fs::rename(&tmp, env_path));
+    if let Err(e) = r {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_error(env_path, e));
+    }
+    Ok(())
 }
 
 /// Creates `path` (it must not exist) holding `bytes`; on failure nothing is left.
@@ -1225,12 +1250,12 @@ fn recover(incoming: &Path, queue_dir: &Path, corrupt: &Path, st: &mut State) ->
                 }
                 st.messages.insert(
                     env.msgid,
-                    Entry {
+                    Box::new(Entry {
                         env,
                         write_lock: Arc::default(),
                         body: None,
                         on_disk: true,
-                    },
+                    }),
                 );
                 loaded += 1;
             }

@@ -56,9 +56,9 @@ pub struct MessageRef {
     pub(crate) path: PathBuf,
     pub(crate) encoding: super::MessageEncoding,
     pub(crate) key: Option<[u8; 32]>,
-    /// The bytes kept in memory (plain encoding only): always while the message has no
-    /// files yet, else for the first attempt.
-    pub(crate) body: Option<Arc<super::CachedBody>>,
+    /// Where the bytes are in the journal (plain encoding only): always while the
+    /// message has no files yet, else for the first attempt.
+    pub(crate) body: Option<Arc<super::JournalBody>>,
 }
 
 impl MessageRef {
@@ -67,11 +67,15 @@ impl MessageRef {
         self.envelope.mail_from.as_deref()
     }
 
-    /// The message as received (CRLF line ends, dot-unstuffed), from memory or decoded
-    /// from the spool.
+    /// The message as received (CRLF line ends, dot-unstuffed), from the journal or
+    /// decoded from the spool.
     pub async fn read(&self) -> Result<Vec<u8>, Error> {
-        if let Some(b) = &self.body {
-            return Ok(b.bytes.clone());
+        // A pread of at most 256 KiB that was just written: no hand-off to the blocking
+        // pool for it.
+        if let Some(b) = &self.body
+            && let Some(bytes) = b.read().map_err(|e| io_error(&self.path, e))?
+        {
+            return Ok(bytes);
         }
         let path = self.path.clone();
         let enc = self.encoding;
@@ -300,7 +304,7 @@ impl<D: Dispatch> Scheduler<D> {
                             path: self.queue.msg_path(msgid),
                             encoding: entry.env.encoding,
                             key: cfg.encryption_key,
-                            // Held only in memory: every attempt reads it there.
+                            // Held only in the journal: every attempt reads it there.
                             body: if entry.on_disk {
                                 entry.body.take()
                             } else {
