@@ -13,6 +13,7 @@ pub mod client;
 pub mod conn;
 pub mod dns;
 pub mod mx;
+mod pool;
 pub mod tls;
 
 #[cfg(test)]
@@ -22,7 +23,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
 use rustls::{ClientConfig, RootCertStore};
@@ -67,53 +68,12 @@ struct PoolKey {
     src: Option<IpAddr>,
 }
 
-#[derive(Default)]
-struct Pool {
-    idle: Mutex<HashMap<PoolKey, Vec<(Conn, Instant)>>>,
-}
-
-impl Pool {
-    fn take(&self, key: &PoolKey) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.get_mut(key)?;
-        let now = Instant::now();
-        while let Some((c, since)) = list.pop() {
-            if now.duration_since(since) < SESSION_KEEPALIVE && c.reusable() {
-                return Some(c);
-            }
-            tokio::spawn(c.quit());
-        }
-        None
+impl pool::Idle for Conn {
+    fn reusable(&self) -> bool {
+        Conn::reusable(self)
     }
-
-    fn put(self: &Arc<Self>, key: PoolKey, conn: Conn) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
-            .or_default()
-            .push((conn, Instant::now()));
-        let pool = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(SESSION_KEEPALIVE + Duration::from_millis(100)).await;
-            pool.expire();
-        });
-    }
-
-    /// Closes (QUIT) every connection idle for longer than the keepalive.
-    fn expire(&self) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        for list in idle.values_mut() {
-            let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(list)
-                .into_iter()
-                .partition(|(_, since)| now.duration_since(*since) >= SESSION_KEEPALIVE);
-            *list = keep;
-            for (c, _) in old {
-                tokio::spawn(c.quit());
-            }
-        }
-        idle.retain(|_, l| !l.is_empty());
+    fn quit(self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        Conn::quit(self)
     }
 }
 
@@ -126,7 +86,7 @@ pub struct Relayer {
     resolver: Mutex<Option<(Option<String>, TokioResolver)>>,
     roots: Mutex<HashMap<Option<PathBuf>, Arc<RootCertStore>>>,
     configs: Mutex<HashMap<ConfigKey, Arc<ClientConfig>>>,
-    pool: Arc<Pool>,
+    pool: Arc<pool::Pool<PoolKey, Conn>>,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Told each host a delivery succeeded to (greylisting's spamlogd role, see
     /// `crate::access::Guard::record_outbound`).
