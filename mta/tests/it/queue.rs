@@ -455,7 +455,7 @@ fn quick_retries() -> QueueConfig {
 }
 
 #[tokio::test]
-async fn a_message_held_in_memory_gets_its_files_when_deferred_and_none_when_delivered() {
+async fn a_message_held_only_in_the_journal_gets_its_files_when_deferred_and_none_when_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let c = clock();
     let q = Queue::open(dir.path(), quick_retries(), c.clone()).unwrap();
