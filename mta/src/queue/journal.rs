@@ -137,7 +137,6 @@ fn decode_one(b: &[u8]) -> Option<(Record, usize)> {
 /// A `C` record's envelope and message bytes.
 type EnvAndMsg = (Vec<u8>, Vec<u8>);
 
-/// The open journal, owned by the committer thread.
 /// Where a committed message's bytes lie in the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Span {
@@ -170,6 +169,7 @@ impl Reader {
     }
 }
 
+/// The open journal, owned by the committer thread.
 pub(super) struct Journal {
     file: File,
     reader: Arc<Reader>,
@@ -215,6 +215,7 @@ impl Journal {
         })
     }
 
+    /// The queue's handle for reading records back.
     pub(super) fn reader(&self) -> Arc<Reader> {
         self.reader.clone()
     }

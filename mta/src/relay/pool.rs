@@ -129,12 +129,14 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     struct Fake {
+        id: u32,
+        reusable: bool,
         quits: Arc<AtomicUsize>,
     }
 
     impl Idle for Fake {
         fn reusable(&self) -> bool {
-            true
+            self.reusable
         }
         fn quit(self) -> impl Future<Output = ()> + Send + 'static {
             let quits = self.quits;
@@ -155,6 +157,8 @@ mod tests {
         let pool: Arc<Pool<&str, Fake>> = Arc::new(Pool::new(Duration::from_secs(5)));
         let quits = Arc::new(AtomicUsize::new(0));
         let conn = || Fake {
+            id: 0,
+            reusable: true,
             quits: quits.clone(),
         };
         let tasks_before = tokio::runtime::Handle::current()
@@ -191,18 +195,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn take_returns_the_newest_fresh_connection_and_quits_stale_ones() {
+    async fn take_returns_the_newest_usable_connection_and_quits_unusable_ones() {
         let pool: Arc<Pool<&str, Fake>> = Arc::new(Pool::new(Duration::from_secs(5)));
         let quits = Arc::new(AtomicUsize::new(0));
-        pool.put(
-            "sink",
-            Fake {
-                quits: quits.clone(),
-            },
-        );
+        let conn = |id, reusable| Fake {
+            id,
+            reusable,
+            quits: quits.clone(),
+        };
+        pool.put("sink", conn(1, true));
+        pool.put("sink", conn(2, true));
+        // Closed by the peer while idle: the next take skips it.
+        pool.put("sink", conn(3, false));
         assert!(pool.take(&"elsewhere").is_none());
-        assert!(pool.take(&"sink").is_some());
+        assert_eq!(pool.take(&"sink").map(|c| c.id), Some(2));
+        settle().await;
+        assert_eq!(quits.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.take(&"sink").map(|c| c.id), Some(1));
         assert!(pool.take(&"sink").is_none());
-        assert_eq!(quits.load(Ordering::SeqCst), 0);
     }
 }
