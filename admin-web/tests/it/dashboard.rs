@@ -1,13 +1,11 @@
 //! The dashboard's mail-flow figures, read from the mta's `show stats` over the control
-//! socket: from a scripted daemon (golden page), from a real `fugu smtpd`, and without one.
+//! socket: from the queue tests' scripted daemon (golden page), from a real `fugu smtpd`,
+//! and without one.
 
 use std::path::Path;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixListener;
-
 use crate::harness::{Client, Console, golden, stable};
-use crate::queue::Smtpd;
+use crate::queue::{Smtpd, spawn_daemon};
 
 /// What fugu smtpd's `show stats` printed after a day of light traffic.
 pub const STATS: &str = "queue.commit.messages=41\n\
@@ -23,25 +21,6 @@ pub const STATS: &str = "queue.commit.messages=41\n\
                      uptime=93784\n\
                      uptime.human=1d2h3m4s\n";
 
-/// Answers every connection's `show stats` with `body`.
-fn spawn_stats_daemon(socket: &Path, body: &'static str) {
-    let listener = UnixListener::bind(socket).unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let mut stream = BufReader::new(stream);
-            let mut line = String::new();
-            stream.read_line(&mut line).await.unwrap();
-            let out = if line.trim_end() == "show stats" {
-                format!("ok {}\n{body}", body.len())
-            } else {
-                format!("error unknown command: {}\n", line.trim_end())
-            };
-            stream.get_mut().write_all(out.as_bytes()).await.unwrap();
-        }
-    });
-}
-
 /// The text of the mail-flow tile labelled `label`, e.g. `41` for "received".
 fn tile(body: &str, label: &str) -> Option<String> {
     let end = body.find(&format!("</b> {label}</div>"))?;
@@ -53,7 +32,7 @@ fn tile(body: &str, label: &str) -> Option<String> {
 async fn the_dashboard_shows_the_mtas_mail_flow_figures() {
     let sockdir = tempfile::tempdir().unwrap();
     let socket = sockdir.path().join("control.sock");
-    spawn_stats_daemon(&socket, STATS);
+    spawn_daemon(&socket, &[]);
     let console = Console::start_with(|c| c.control_socket = Some(socket.clone())).await;
     let mut root = console.superadmin().await;
 
@@ -104,25 +83,11 @@ async fn without_a_running_mta_the_dashboard_says_so() {
 async fn a_domain_admin_sees_no_server_wide_figures() {
     let sockdir = tempfile::tempdir().unwrap();
     let socket = sockdir.path().join("control.sock");
-    spawn_stats_daemon(&socket, STATS);
+    spawn_daemon(&socket, &[]);
     let console = Console::start_with(|c| c.control_socket = Some(socket.clone())).await;
     let mut root = console.superadmin().await;
-    let csrf = root.get("/admins").await.csrf();
-    root.post_form("/domains", &[("csrf", &csrf), ("name", "example.org")])
+    root.add_domain_admin("dora", "correct horse battery", "example.org")
         .await;
-    let r = root
-        .post_form(
-            "/admins",
-            &[
-                ("csrf", &csrf),
-                ("username", "dora"),
-                ("password", "correct horse battery"),
-                ("role", "domain_admin"),
-                ("domains", "example.org"),
-            ],
-        )
-        .await;
-    assert_eq!(r.status, 303, "{}", r.body);
     let body = console
         .login("dora", "correct horse battery")
         .await

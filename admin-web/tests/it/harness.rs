@@ -181,6 +181,28 @@ pub fn enc(s: &str) -> String {
 }
 
 impl Client {
+    /// As the superadmin: adds `domain` and `username`, a domain admin of it.
+    pub async fn add_domain_admin(&mut self, username: &str, password: &str, domain: &str) {
+        let csrf = self.get("/admins").await.csrf();
+        let r = self
+            .post_form("/domains", &[("csrf", &csrf), ("name", domain)])
+            .await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        let r = self
+            .post_form(
+                "/admins",
+                &[
+                    ("csrf", &csrf),
+                    ("username", username),
+                    ("password", password),
+                    ("role", "domain_admin"),
+                    ("domains", domain),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 303, "{}", r.body);
+    }
+
     pub async fn get(&mut self, path: &str) -> Resp {
         self.request("GET", path, None, "").await
     }

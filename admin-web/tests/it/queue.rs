@@ -170,22 +170,8 @@ async fn without_a_running_mta_the_page_says_so() {
 async fn a_domain_admin_may_not_see_the_queue() {
     let console = Console::start().await;
     let mut root = console.superadmin().await;
-    let csrf = root.get("/admins").await.csrf();
-    root.post_form("/domains", &[("csrf", &csrf), ("name", "example.org")])
+    root.add_domain_admin("dora", "correct horse battery", "example.org")
         .await;
-    let r = root
-        .post_form(
-            "/admins",
-            &[
-                ("csrf", &csrf),
-                ("username", "dora"),
-                ("password", "correct horse battery"),
-                ("role", "domain_admin"),
-                ("domains", "example.org"),
-            ],
-        )
-        .await;
-    assert!(r.status == 303, "{}", r.body);
     let mut dora = console.login("dora", "correct horse battery").await;
     assert_eq!(dora.get("/queue").await.status, 403);
     let csrf = dora.get("/").await.csrf();
@@ -326,26 +312,6 @@ async fn a_real_smtpd_queue_is_listed_retried_and_emptied_from_the_console() {
 
 // ---- the same queue through /api/v1/queue ----------------------------------------------
 
-/// Makes `dora`, a domain admin of example.org, beside the superadmin `root`.
-async fn add_domain_admin(root: &mut crate::harness::Client) {
-    let csrf = root.get("/admins").await.csrf();
-    root.post_form("/domains", &[("csrf", &csrf), ("name", "example.org")])
-        .await;
-    let r = root
-        .post_form(
-            "/admins",
-            &[
-                ("csrf", &csrf),
-                ("username", "dora"),
-                ("password", "correct horse battery"),
-                ("role", "domain_admin"),
-                ("domains", "example.org"),
-            ],
-        )
-        .await;
-    assert_eq!(r.status, 303, "{}", r.body);
-}
-
 #[tokio::test]
 async fn the_queue_api_lists_retries_and_deletes_within_token_scopes() {
     let sockdir = tempfile::tempdir().unwrap();
@@ -353,7 +319,8 @@ async fn the_queue_api_lists_retries_and_deletes_within_token_scopes() {
     let daemon = spawn_daemon(&socket, &[DEFERRED, BOUNCE]);
     let console = Console::start_with(|c| c.control_socket = Some(socket.clone())).await;
     let mut root = console.superadmin().await;
-    add_domain_admin(&mut root).await;
+    root.add_domain_admin("dora", "correct horse battery", "example.org")
+        .await;
     let mut reader = token_as(&console, "root", "read").await;
     let mut writer = token_as(&console, "root", "read-write").await;
     let mut dora = token_as(&console, "dora", "read-write").await;
