@@ -204,19 +204,9 @@ fn appliance_db(root: &Root) -> std::path::PathBuf {
 /// `fugu provision --once` of the packet-filter outputs into the root; returns the pf
 /// brute-force table and the nftables ruleset.
 fn render_filters(root: &Root) -> (String, String) {
-    let conf = root.write(
-        "fugu.toml",
+    root.provision_once(
         "hostname = \"mail.example.org\"\n[provision]\noutputs = [\"pf\", \"nftables\"]\n",
     );
-    root.fugu(&[
-        "provision",
-        "--once",
-        "--root",
-        root.path().to_str().unwrap(),
-        "--config",
-        conf.to_str().unwrap(),
-    ])
-    .success();
     let read = |p: &str| std::fs::read_to_string(root.join("generated").join(p)).unwrap();
     (read("pf/fugu_bruteforce"), read("nft/fugu.nft"))
 }

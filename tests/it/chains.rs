@@ -58,27 +58,7 @@ fn appliance(local: &str, retry_secs: Option<u64>) -> Appliance {
     .success();
     root.write("smtpd.conf.local", local);
 
-    let (smtp, imap) = (free_port(), free_port());
-    let toml = format!(
-        "hostname = \"mx.example.org\"\nlisten = [\"127.0.0.1\"]\n[ports]\nsmtp = {smtp}\nsubmission = {}\nsmtps = {}\n\
-         loopback = {}\nimap = {imap}\nimaps = {}\npop3 = {}\npop3s = {}\n",
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port()
-    );
-    let settings = root.write("fugu.toml", &toml);
-    root.fugu(&[
-        "provision",
-        "--once",
-        "--root",
-        root.path().to_str().unwrap(),
-        "--config",
-        settings.to_str().unwrap(),
-    ])
-    .success();
+    let (smtp, imap) = root.provision_on_loopback();
     assert_eq!(
         std::fs::read_to_string(root.join("smtpd.conf.local")).unwrap(),
         local,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use fugu_tests::dovecot::{Dovecot, Endpoints, ensure_vmail};
 use fugu_tests::fugu::{Root, bin};
 use fugu_tests::smtp::Client;
-use fugu_tests::{Child, free_port, require_program, wait_for_port};
+use fugu_tests::{Child, require_program, wait_for_port};
 
 struct Appliance {
     root: Root,
@@ -55,27 +55,7 @@ fn appliance() -> Appliance {
     root.fugu(&["alias", "add", "@example.net", "alice@example.org"])
         .success();
 
-    let (smtp, imap) = (free_port(), free_port());
-    let toml = format!(
-        "hostname = \"mx.example.org\"\nlisten = [\"127.0.0.1\"]\n[ports]\nsmtp = {smtp}\nsubmission = {}\nsmtps = {}\n\
-         loopback = {}\nimap = {imap}\nimaps = {}\npop3 = {}\npop3s = {}\n",
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port()
-    );
-    let settings = root.write("fugu.toml", &toml);
-    root.fugu(&[
-        "provision",
-        "--once",
-        "--root",
-        root.path().to_str().unwrap(),
-        "--config",
-        settings.to_str().unwrap(),
-    ])
-    .success();
+    let (smtp, imap) = root.provision_on_loopback();
 
     let dovecot = Dovecot::start_with_config(
         &root.join("generated/dovecot/dovecot.conf"),

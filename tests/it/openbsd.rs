@@ -101,21 +101,9 @@ fn the_pf_snippet_loads_the_anchor_the_provisioner_writes() {
     // The provisioner's own pf output, rendered into a test root, names the same file
     // relative to its root and the tables the snippet's comment lists.
     let root = Root::new();
-    let conf = root.write(
-        "fugu.toml",
-        "hostname = \"mail.example.org\"\n[provision]\noutputs = [\"pf\"]\n",
-    );
     root.fugu(&["domain", "add", "example.org"]).success();
+    root.provision_once("hostname = \"mail.example.org\"\n[provision]\noutputs = [\"pf\"]\n");
     let r = root.path().to_str().unwrap();
-    root.fugu(&[
-        "provision",
-        "--once",
-        "--root",
-        r,
-        "--config",
-        conf.to_str().unwrap(),
-    ])
-    .success();
     let anchor = std::fs::read_to_string(root.join("generated/pf/fugu.anchor")).unwrap();
     assert!(
         anchor.contains(&format!(

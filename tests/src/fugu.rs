@@ -65,6 +65,34 @@ impl Root {
         p
     }
 
+    /// `fugu provision --once` into this root, with `settings` as its `fugu.toml`.
+    pub fn provision_once(&self, settings: &str) {
+        let conf = self.write("fugu.toml", settings);
+        self.fugu(&[
+            "provision",
+            "--once",
+            "--root",
+            self.path().to_str().unwrap(),
+            "--config",
+            conf.to_str().unwrap(),
+        ])
+        .success();
+    }
+
+    /// Provisions `mx.example.org` listening on 127.0.0.1 with every port free; returns
+    /// its SMTP and IMAP ports.
+    pub fn provision_on_loopback(&self) -> (u16, u16) {
+        let (smtp, imap) = (crate::free_port(), crate::free_port());
+        let [submission, smtps, loopback, imaps, pop3, pop3s] =
+            [(); 6].map(|()| crate::free_port());
+        self.provision_once(&format!(
+            "hostname = \"mx.example.org\"\nlisten = [\"127.0.0.1\"]\n[ports]\nsmtp = {smtp}\n\
+             submission = {submission}\nsmtps = {smtps}\nloopback = {loopback}\nimap = {imap}\n\
+             imaps = {imaps}\npop3 = {pop3}\npop3s = {pop3s}\n"
+        ));
+        (smtp, imap)
+    }
+
     /// Runs `fugu ARGS…` to completion with `$FUGU_DB` pointing at this root's database.
     pub fn fugu(&self, args: &[&str]) -> Run {
         let mut cmd = Command::new(bin());
