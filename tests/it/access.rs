@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use fugu_tests::dns::{Unbound, Zone};
-use fugu_tests::fugu::{Root, bin};
+use fugu_tests::fugu::{Root, bin, smtpd_command, whoami};
 use fugu_tests::net::{free_port, wait_for_port};
 use fugu_tests::process::{Child, require_program};
 use fugu_tests::smtp::Client;
@@ -21,11 +21,7 @@ fn smtpd(root: &Root, name: &str, conf: &str) -> (Child, SocketAddr) {
             "{conf}listen on 127.0.0.1 port {port}\naction \"l\" mbox\nmatch for local action \"l\"\n"
         ),
     );
-    let mut cmd = Command::new(bin());
-    cmd.args(["smtpd", "-d", "-f"])
-        .arg(&conf)
-        .arg("--spool")
-        .arg(root.join(format!("{name}-spool")));
+    let cmd = smtpd_command(&conf, &root.join(format!("{name}-spool")));
     let child = Child::spawn("fugu smtpd", cmd, &root.join(format!("{name}.log")));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_for_port(addr, Duration::from_secs(10));
@@ -272,11 +268,7 @@ fn ten_wrong_auth_attempts_ban_the_address_in_the_database_and_the_packet_filter
     );
     root.fugu(&["smtpd", "-n", "-f", conf.to_str().unwrap()])
         .success();
-    let mut cmd = Command::new(bin());
-    cmd.args(["smtpd", "-d", "-f"])
-        .arg(&conf)
-        .arg("--spool")
-        .arg(root.join("spool"));
+    let cmd = smtpd_command(&conf, &root.join("spool"));
     let _smtpd = Child::spawn("fugu smtpd", cmd, &root.join("smtpd.log"));
     let server = SocketAddr::from(([127, 0, 0, 1], port));
     wait_for_port(server, Duration::from_secs(10));
@@ -380,22 +372,13 @@ fn greylist_smtpd(root: &Root, port: u16) -> Child {
             whoami(),
         ),
     );
-    let mut cmd = Command::new(bin());
-    cmd.args(["smtpd", "-d", "-f"])
-        .arg(&conf)
-        .arg("--spool")
-        .arg(root.join("spool"));
+    let cmd = smtpd_command(&conf, &root.join("spool"));
     let child = Child::spawn("fugu smtpd", cmd, &root.join("greylist.log"));
     wait_for_port(
         SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_secs(10),
     );
     child
-}
-
-fn whoami() -> String {
-    let out = Command::new("id").arg("-un").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// One transaction up to RCPT; returns the RCPT reply's last line.
@@ -506,11 +489,7 @@ fn a_host_we_delivered_to_is_not_greylisted() {
             whoami(),
         ),
     );
-    let mut cmd = Command::new(bin());
-    cmd.args(["smtpd", "-d", "-f"])
-        .arg(&remote)
-        .arg("--spool")
-        .arg(root.join("remote-spool"));
+    let cmd = smtpd_command(&remote, &root.join("remote-spool"));
     let _remote = Child::spawn("remote smtpd", cmd, &root.join("remote.log"));
     wait_for_port(
         SocketAddr::from(([127, 0, 0, 1], remote_port)),
@@ -531,11 +510,7 @@ fn a_host_we_delivered_to_is_not_greylisted() {
             whoami(),
         ),
     );
-    let mut cmd = Command::new(bin());
-    cmd.args(["smtpd", "-d", "-f"])
-        .arg(&conf)
-        .arg("--spool")
-        .arg(root.join("spool"));
+    let cmd = smtpd_command(&conf, &root.join("spool"));
     let ours = Child::spawn("fugu smtpd", cmd, &root.join("ours.log"));
     let server = SocketAddr::from(([127, 0, 0, 1], port));
     wait_for_port(server, Duration::from_secs(10));

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fugu_tests::dns::{Unbound, Zone, dkim_test_key, dkim_test_public_key, txt};
-use fugu_tests::fugu::{Root, bin};
+use fugu_tests::fugu::{Root, smtpd_command, whoami};
 use fugu_tests::net::{free_port, wait_for_port};
 use fugu_tests::netns;
 use fugu_tests::process::Child;
@@ -64,11 +64,7 @@ fn start(extra: &str) -> Mx {
             whoami(),
         ),
     );
-    let mut cmd = Command::new(bin());
-    cmd.args(["smtpd", "-d", "-f"])
-        .arg(&conf)
-        .arg("--spool")
-        .arg(root.join("spool"));
+    let cmd = smtpd_command(&conf, &root.join("spool"));
     let smtpd = Child::spawn("fugu smtpd", cmd, &root.join("smtpd.log"));
     wait_for_port(
         SocketAddr::new("127.0.0.1".parse().unwrap(), port),
@@ -80,14 +76,6 @@ fn start(extra: &str) -> Mx {
         _dns: dns,
         smtpd,
     }
-}
-
-/// The user the test runs as: the virtual recipients' mail belongs to it.
-fn whoami() -> String {
-    nix::unistd::User::from_uid(nix::unistd::geteuid())
-        .unwrap()
-        .unwrap()
-        .name
 }
 
 /// Connects from `src` (an address of the namespace's `lo`, bound before connecting).

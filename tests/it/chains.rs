@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use fugu_tests::clamav::{Clamd, Clamsmtp, EICAR_BASE64, EICAR_SIGNATURE};
 use fugu_tests::dovecot::{Dovecot, Endpoints, ensure_vmail};
-use fugu_tests::fugu::{Root, bin};
+use fugu_tests::fugu::{Root, smtpd_command};
 use fugu_tests::smtp::Client;
 use fugu_tests::spampd::Spampd;
 use fugu_tests::{Child, free_port, require_program, wait_for_port, wait_for_text};
@@ -73,11 +73,7 @@ fn appliance(local: &str, retry_secs: Option<u64>) -> Appliance {
             lmtp_socket: Some(root.join("run/dovecot/lmtp")),
         },
     );
-    let mut cmd = std::process::Command::new(bin());
-    cmd.args(["smtpd", "-d", "-f"])
-        .arg(root.join("generated/smtpd.conf"))
-        .arg("--spool")
-        .arg(root.join("spool"));
+    let mut cmd = smtpd_command(&root.join("generated/smtpd.conf"), &root.join("spool"));
     if let Some(secs) = retry_secs {
         cmd.env("FUGU_RETRY_BASE_SECS", secs.to_string());
     }

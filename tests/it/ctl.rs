@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fugu_tests::fugu::{Root, Run, bin};
+use fugu_tests::fugu::{Root, Run, bin, smtpd_command};
 use fugu_tests::net::{free_port, wait_for_port, wait_for_unix_socket};
 use fugu_tests::process::Child;
 use fugu_tests::smtp::Client;
@@ -97,11 +97,7 @@ impl Daemon {
     }
 
     fn start(&mut self) {
-        let mut cmd = Command::new(bin());
-        cmd.args(["smtpd", "-d", "-f"])
-            .arg(&self.conf)
-            .arg("--spool")
-            .arg(self.spool());
+        let cmd = smtpd_command(&self.conf, &self.spool());
         self.child = Some(Child::spawn(
             "fugu smtpd",
             cmd,

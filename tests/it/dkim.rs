@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use fugu_tests::dns::{Unbound, Zone, dkim_test_key, dkim_test_public_key, txt};
-use fugu_tests::fugu::{Root, bin};
+use fugu_tests::fugu::{Root, smtpd_command};
 use fugu_tests::net::{free_port, wait_for_port};
 use fugu_tests::netns;
 use fugu_tests::peer::Peer;
@@ -85,11 +85,7 @@ fn start_fugu(root: &Root, submission: u16, relay: &str, extra: &str) -> Child {
              match from auth for any action \"out\"\n"
         ),
     );
-    let mut cmd = Command::new(bin());
-    cmd.args(["smtpd", "-d", "-f"])
-        .arg(&conf)
-        .arg("--spool")
-        .arg(root.join("spool"));
+    let cmd = smtpd_command(&conf, &root.join("spool"));
     let child = Child::spawn("fugu smtpd", cmd, &root.join("smtpd.log"));
     wait_for_port(
         SocketAddr::new(ip("127.0.0.1"), submission),

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fugu_tests::dns::{Unbound, Zone, dkim_test_key, dkim_test_public_key, txt};
-use fugu_tests::fugu::{Root, bin};
+use fugu_tests::fugu::{Root, smtpd_command, whoami};
 use fugu_tests::net::{free_port, wait_for_port};
 use fugu_tests::process::{Child, require_program, wait_for_text};
 use fugu_tests::smtp::Client;
@@ -21,11 +21,6 @@ const LIBEXEC: &str = "/usr/libexec/opensmtpd";
 
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn whoami() -> String {
-    let out = Command::new("id").arg("-un").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn require_filter(name: &str, package: &str) -> PathBuf {
@@ -52,12 +47,8 @@ fn start_fugu(root: &Root, port: u16, filters: &str, listen_filter: &str) -> Chi
             whoami(),
         ),
     );
-    let mut cmd = Command::new(bin());
-    cmd.args(["smtpd", "-d", "-f"])
-        .arg(&conf)
-        .arg("--spool")
-        .arg(root.join("spool"))
-        .env("FUGU_RETRY_BASE_SECS", "1");
+    let mut cmd = smtpd_command(&conf, &root.join("spool"));
+    cmd.env("FUGU_RETRY_BASE_SECS", "1");
     let child = Child::spawn("fugu smtpd", cmd, &root.join("smtpd.log"));
     wait_for_port(local(port), Duration::from_secs(30));
     child

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fugu_tests::dns::{Unbound, Zone};
-use fugu_tests::fugu::{Root, bin};
+use fugu_tests::fugu::{Root, smtpd_command};
 use fugu_tests::net::free_port;
 use fugu_tests::netns;
 use fugu_tests::process::{Child, require_program, wait_for_text};
@@ -29,11 +29,7 @@ fn smtpd(root: &Root, conf: &str, rules: Option<&str>) -> (Child, SocketAddr, Pa
             maildir.display()
         ),
     );
-    let mut cmd = Command::new(bin());
-    cmd.args(["smtpd", "-d", "-f"])
-        .arg(&conf)
-        .arg("--spool")
-        .arg(root.join("spool"));
+    let cmd = smtpd_command(&conf, &root.join("spool"));
     let child = Child::spawn("fugu smtpd", cmd, &root.join("smtpd.log"));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     // Not by probing the port: a probe would be a connection, counted by the rate limit.
@@ -380,11 +376,7 @@ fn smtps_server(root: &Root, dir: &Path, head: &str, opts: &str) -> (Child, Sock
             d = dir.display()
         ),
     );
-    let mut cmd = Command::new(bin());
-    cmd.args(["smtpd", "-d", "-f"])
-        .arg(&conf)
-        .arg("--spool")
-        .arg(root.join("spool"));
+    let cmd = smtpd_command(&conf, &root.join("spool"));
     let fugu = Child::spawn("fugu smtpd", cmd, &root.join("smtpd.log"));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_for_text(|| fugu.log(), &format!("listening on {addr}"));
@@ -445,11 +437,7 @@ fn smtps_verify_admits_only_clients_with_a_certificate_from_its_ca() {
             d = dir.display()
         ),
     );
-    let mut cmd = Command::new(bin());
-    cmd.args(["smtpd", "-d", "-f"])
-        .arg(&conf)
-        .arg("--spool")
-        .arg(root.join("spool"));
+    let cmd = smtpd_command(&conf, &root.join("spool"));
     let fugu = Child::spawn("fugu smtpd", cmd, &root.join("smtpd.log"));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_for_text(|| fugu.log(), &format!("listening on {addr}"));

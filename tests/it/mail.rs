@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use fugu_tests::dovecot::{Dovecot, Endpoints, ensure_vmail};
-use fugu_tests::fugu::{Root, bin};
+use fugu_tests::fugu::{Root, smtpd_command};
 use fugu_tests::smtp::Client;
 use fugu_tests::{Child, require_program, wait_for_port};
 
@@ -65,11 +65,7 @@ fn appliance() -> Appliance {
             lmtp_socket: Some(root.join("run/dovecot/lmtp")),
         },
     );
-    let mut cmd = std::process::Command::new(bin());
-    cmd.args(["smtpd", "-d", "-f"])
-        .arg(root.join("generated/smtpd.conf"))
-        .arg("--spool")
-        .arg(root.join("spool"));
+    let cmd = smtpd_command(&root.join("generated/smtpd.conf"), &root.join("spool"));
     let smtpd = Child::spawn("fugu smtpd", cmd, &root.join("smtpd.log"));
     let smtp = SocketAddr::from(([127, 0, 0, 1], smtp));
     wait_for_port(smtp, Duration::from_secs(10));

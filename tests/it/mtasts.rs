@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fugu_tests::dns::{Unbound, Zone};
-use fugu_tests::fugu::{Root, bin};
+use fugu_tests::fugu::{Root, smtpd_command};
 use fugu_tests::net::wait_for_port;
 use fugu_tests::netns;
 use fugu_tests::postfix::self_signed;
@@ -147,11 +147,7 @@ fn zones() -> Vec<Zone> {
 /// A `fugu smtpd` from `conf` (under `root`), with `env`.
 fn smtpd(root: &Root, conf: &str, env: &[(&str, &str)], port: SocketAddr) -> Child {
     let conf = root.write("smtpd.conf", conf);
-    let mut cmd = Command::new(bin());
-    cmd.args(["smtpd", "-d", "-f"])
-        .arg(&conf)
-        .arg("--spool")
-        .arg(root.join("spool"));
+    let mut cmd = smtpd_command(&conf, &root.join("spool"));
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fugu_tests::fugu::{Root, bin};
+use fugu_tests::fugu::{Root, smtpd_command};
 use fugu_tests::net::{free_port, wait_for_port};
 use fugu_tests::postfix::{Options, Postfix, self_signed};
 use fugu_tests::process::{Child, require_program};
@@ -52,11 +52,7 @@ impl Fugu {
                  match from any for domain \"fugu.test\" action \"local\"\n"
             ),
         );
-        let mut cmd = Command::new(bin());
-        cmd.args(["smtpd", "-d", "-f"])
-            .arg(&conf)
-            .arg("--spool")
-            .arg(root.join("spool"));
+        let cmd = smtpd_command(&conf, &root.join("spool"));
         let child = Child::spawn("fugu smtpd", cmd, &root.join("smtpd.log"));
         let addr = SocketAddr::new(ip("127.0.0.1"), port);
         wait_for_port(addr, Duration::from_secs(20));

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fugu_tests::dns::{Unbound, Zone};
-use fugu_tests::fugu::{Root, bin};
+use fugu_tests::fugu::{Root, smtpd_command};
 use fugu_tests::net::wait_for_port;
 use fugu_tests::netns;
 use fugu_tests::peer::Peer;
@@ -95,11 +95,7 @@ impl Fugu {
                  match from auth for any action \"out\"\n"
             ),
         );
-        let mut cmd = Command::new(bin());
-        cmd.args(["smtpd", "-d", "-f"])
-            .arg(&conf)
-            .arg("--spool")
-            .arg(root.join("spool"));
+        let mut cmd = smtpd_command(&conf, &root.join("spool"));
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -575,11 +571,7 @@ fn smarthost() -> Fugu {
              match from auth for any action \"keep\"\n"
         ),
     );
-    let mut cmd = Command::new(bin());
-    cmd.args(["smtpd", "-d", "-f"])
-        .arg(&conf)
-        .arg("--spool")
-        .arg(root.join("spool"));
+    let cmd = smtpd_command(&conf, &root.join("spool"));
     let child = Child::spawn("smarthost smtpd", cmd, &root.join("smtpd.log"));
     for port in [587, 465] {
         wait_for_port(

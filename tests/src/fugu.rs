@@ -3,6 +3,24 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// `fugu smtpd -d -f CONF --spool SPOOL`, to be spawned as a [`crate::Child`].
+pub fn smtpd_command(conf: &Path, spool: &Path) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args(["smtpd", "-d", "-f"])
+        .arg(conf)
+        .arg("--spool")
+        .arg(spool);
+    cmd
+}
+
+/// The user the tests run as: virtual recipients' maildirs belong to it.
+pub fn whoami() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .unwrap()
+        .unwrap()
+        .name
+}
+
 /// The `fugu` binary of this build: `target/<profile>/fugu`, next to the test's own
 /// `deps/` directory. `cargo test --workspace` / `cargo nextest run --workspace` build it.
 pub fn bin() -> PathBuf {
