@@ -8,11 +8,10 @@
 //! smtpd.conf includes before its own match rules, so the appliance's config is untouched.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use fugu_tests::clamav::{Clamd, Clamsmtp, EICAR_BASE64, EICAR_SIGNATURE};
-use fugu_tests::dovecot::{Dovecot, Endpoints, ensure_vmail};
+use fugu_tests::dovecot::{Dovecot, Endpoints};
 use fugu_tests::fugu::{Root, smtpd_command};
 use fugu_tests::smtp::Client;
 use fugu_tests::spampd::Spampd;
@@ -33,19 +32,7 @@ struct Appliance {
 /// smtpd.conf (with retries after `retry_secs` when given).
 fn appliance(local: &str, retry_secs: Option<u64>) -> Appliance {
     let root = Root::new();
-    // Dovecot's unprivileged processes and the vmail user must reach into the root.
-    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (uid, gid) = ensure_vmail();
-    let vmail = root.join("vmail");
-    std::fs::create_dir(&vmail).unwrap();
-    std::os::unix::fs::chown(&vmail, Some(uid), Some(gid)).unwrap();
-    for (k, v) in [
-        ("vmail_uid", uid.to_string()),
-        ("vmail_gid", gid.to_string()),
-        ("vmail_home", vmail.display().to_string()),
-    ] {
-        root.fugu(&["setting", "set", k, &v]).success();
-    }
+    root.set_up_vmail();
     let pw = root.write("pw", &format!("{PASSWORD}\n"));
     root.fugu(&["domain", "add", "example.org"]).success();
     root.fugu(&[

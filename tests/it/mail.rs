@@ -3,10 +3,9 @@
 //! smtpd.conf, real SMTP clients sending, and an IMAP login finding the mail.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use fugu_tests::dovecot::{Dovecot, Endpoints, ensure_vmail};
+use fugu_tests::dovecot::{Dovecot, Endpoints};
 use fugu_tests::fugu::{Root, smtpd_command};
 use fugu_tests::smtp::Client;
 use fugu_tests::{Child, require_program, wait_for_port};
@@ -21,19 +20,7 @@ struct Appliance {
 /// A domain with alice, an alias and a catch-all, provisioned and running.
 fn appliance() -> Appliance {
     let root = Root::new();
-    // Dovecot's unprivileged processes and the vmail user must reach into the root.
-    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (uid, gid) = ensure_vmail();
-    let vmail = root.join("vmail");
-    std::fs::create_dir(&vmail).unwrap();
-    std::os::unix::fs::chown(&vmail, Some(uid), Some(gid)).unwrap();
-    for (k, v) in [
-        ("vmail_uid", uid.to_string()),
-        ("vmail_gid", gid.to_string()),
-        ("vmail_home", vmail.display().to_string()),
-    ] {
-        root.fugu(&["setting", "set", k, &v]).success();
-    }
+    root.set_up_vmail();
     let pw = root.write("pw", "correct horse battery\n");
     root.fugu(&["domain", "add", "example.org"]).success();
     root.fugu(&["domain", "add", "example.net"]).success();

@@ -83,6 +83,24 @@ impl Root {
         p
     }
 
+    /// Makes `vmail/` the mailbox home of the vmail user (created if missing) in the
+    /// appliance's settings; the root is opened to Dovecot's unprivileged processes.
+    pub fn set_up_vmail(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (uid, gid) = crate::dovecot::ensure_vmail();
+        let vmail = self.join("vmail");
+        std::fs::create_dir(&vmail).unwrap();
+        std::os::unix::fs::chown(&vmail, Some(uid), Some(gid)).unwrap();
+        for (k, v) in [
+            ("vmail_uid", uid.to_string()),
+            ("vmail_gid", gid.to_string()),
+            ("vmail_home", vmail.display().to_string()),
+        ] {
+            self.fugu(&["setting", "set", k, &v]).success();
+        }
+    }
+
     /// `fugu provision --once` into this root, with `settings` as its `fugu.toml`.
     pub fn provision_once(&self, settings: &str) {
         let conf = self.write("fugu.toml", settings);
