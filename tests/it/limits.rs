@@ -363,15 +363,24 @@ fn server_cert(dir: &Path) {
     );
 }
 
-/// `fugu smtpd` with an smtps listener on a free port with options `opts`, after the
-/// global lines `head`.
-fn smtps_server(root: &Root, dir: &Path, head: &str, opts: &str) -> (Child, SocketAddr) {
+/// A root with `pki/server.pem` and its key.
+fn tls_root() -> (Root, PathBuf) {
+    let root = Root::new();
+    let dir = root.join("pki");
+    std::fs::create_dir_all(&dir).unwrap();
+    server_cert(&dir);
+    (root, dir)
+}
+
+/// `fugu smtpd` with the listener `listen on 127.0.0.1 port PORT {listen}` on a free
+/// port, after the global lines `head` (the `localhost` pki is `dir`'s server cert).
+fn smtps_server(root: &Root, dir: &Path, head: &str, listen: &str) -> (Child, SocketAddr) {
     let port = free_port();
     let conf = root.write(
         "smtpd.conf",
         &format!(
             "pki localhost cert \"{d}/server.pem\"\npki localhost key \"{d}/server.key\"\n{head}\
-             listen on 127.0.0.1 port {port} smtps pki localhost {opts}\n\
+             listen on 127.0.0.1 port {port} {listen}\n\
              action \"l\" mbox\nmatch for local action \"l\"\n",
             d = dir.display()
         ),
@@ -385,16 +394,13 @@ fn smtps_server(root: &Root, dir: &Path, head: &str, opts: &str) -> (Child, Sock
 
 #[test]
 fn listener_protocols_and_ciphers_limit_what_the_handshake_agrees() {
-    let root = Root::new();
-    let dir = root.join("pki");
-    std::fs::create_dir_all(&dir).unwrap();
-    server_cert(&dir);
+    let (root, dir) = tls_root();
     // The client offers everything; the listener allows only TLS 1.2 with one suite.
     let (fugu, addr) = smtps_server(
         &root,
         &dir,
         "",
-        "protocols \"tlsv1.2\" ciphers \"ECDHE-ECDSA-CHACHA20-POLY1305\"",
+        "smtps pki localhost protocols \"tlsv1.2\" ciphers \"ECDHE-ECDSA-CHACHA20-POLY1305\"",
     );
     assert_eq!(smtps_client(addr, None), "ehlo 250");
     wait_for_text(
@@ -404,15 +410,12 @@ fn listener_protocols_and_ciphers_limit_what_the_handshake_agrees() {
     drop(fugu);
 
     // `smtp ciphers` applies to a listener without its own; TLS 1.3 suites stay.
-    let root = Root::new();
-    let dir = root.join("pki");
-    std::fs::create_dir_all(&dir).unwrap();
-    server_cert(&dir);
+    let (root, dir) = tls_root();
     let (fugu, addr) = smtps_server(
         &root,
         &dir,
         "smtp ciphers \"HIGH:!aNULL:!MD5\"\n",
-        "protocols \"tlsv1.3\"",
+        "smtps pki localhost protocols \"tlsv1.3\"",
     );
     assert_eq!(smtps_client(addr, None), "ehlo 250");
     wait_for_text(|| fugu.log(), "smtp tls ciphers=TLSv1.3:TLS_");
@@ -420,27 +423,15 @@ fn listener_protocols_and_ciphers_limit_what_the_handshake_agrees() {
 
 #[test]
 fn smtps_verify_admits_only_clients_with_a_certificate_from_its_ca() {
-    let root = Root::new();
-    let dir = root.join("pki");
-    std::fs::create_dir_all(&dir).unwrap();
+    let (root, dir) = tls_root();
     ca_and_client(&dir, "trusted");
     ca_and_client(&dir, "stranger");
-    server_cert(&dir);
-    let port = free_port();
-    let conf = root.write(
-        "smtpd.conf",
-        &format!(
-            "pki localhost cert \"{d}/server.pem\"\npki localhost key \"{d}/server.key\"\n\
-             ca clients cert \"{d}/trusted.pem\"\n\
-             listen on 127.0.0.1 port {port} smtps verify pki localhost ca clients\n\
-             action \"l\" mbox\nmatch for local action \"l\"\n",
-            d = dir.display()
-        ),
+    let (fugu, addr) = smtps_server(
+        &root,
+        &dir,
+        &format!("ca clients cert \"{}/trusted.pem\"\n", dir.display()),
+        "smtps verify pki localhost ca clients",
     );
-    let cmd = smtpd_command(&conf, &root.join("spool"));
-    let fugu = Child::spawn("fugu smtpd", cmd, &root.join("smtpd.log"));
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_text(|| fugu.log(), &format!("listening on {addr}"));
 
     let trusted = (
         dir.join("trusted-client.pem"),
