@@ -247,6 +247,8 @@ pub enum Action {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
+    /// RSET at the head of a pipelined group on a used connection.
+    Rset,
     Mail,
     Rcpt(usize),
     Data,
@@ -539,7 +541,7 @@ impl Session {
                 n
             ])];
         }
-        if self.used {
+        if self.used && !self.ext.pipelining {
             self.state = State::Rset(Box::new(t));
             return vec![line("RSET")];
         }
@@ -553,6 +555,10 @@ impl Session {
     }
 
     fn start(&mut self, t: Transaction) -> Vec<Action> {
+        // RFC 2920 §3.1: RSET may open the group, so a reused connection costs no extra
+        // round trip (the RSET still clears what an aborted transaction left, and a dead
+        // connection still fails before anything is delivered).
+        let rset = self.used && self.ext.pipelining;
         self.used = true;
         let n = t.rcpts.len();
         let refuse = |o: Outcome| vec![Action::Done(vec![o; n])];
@@ -594,7 +600,12 @@ impl Session {
             mail_failed: false,
             t,
         };
-        let mut out = vec![line(&mail)];
+        let mut out = Vec::new();
+        if rset {
+            tx.pending.push_front(Expect::Rset);
+            out.push(line("RSET"));
+        }
+        out.push(line(&mail));
         if pipelined {
             // RFC 2920 §3.1: MAIL, every RCPT and DATA in one group.
             for (i, r) in tx.t.rcpts.iter().enumerate() {
@@ -624,6 +635,11 @@ impl Session {
             return self.close(fail(format!("unexpected reply: {}", reply.text())));
         };
         match expect {
+            Expect::Rset => {
+                if !reply.is_positive() {
+                    return self.close(fail(format!("RSET: {}", reply.text())));
+                }
+            }
             Expect::Mail => {
                 if !reply.is_positive() {
                     tx.mail_failed = true;

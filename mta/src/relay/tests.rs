@@ -373,6 +373,62 @@ fn a_second_message_on_the_same_connection_starts_with_rset() {
 }
 
 #[test]
+fn with_pipelining_the_rset_of_a_reused_connection_opens_the_next_group() {
+    let mut c = Script::new(params());
+    c.server("220 x");
+    c.server("250-x\n250 PIPELINING");
+    c.event();
+    c.client();
+    c.submit(tx(&["bob@remote.test"]));
+    c.client();
+    c.server("250 ok");
+    c.server("250 ok");
+    c.server("354 go");
+    c.client();
+    c.server("250 queued 1");
+    c.event();
+    c.submit(tx(&["carol@remote.test"]));
+    assert_eq!(
+        c.client(),
+        "RSET\r\nMAIL FROM:<alice@fugu.test>\r\nRCPT TO:<carol@remote.test>\r\nDATA\r\n"
+    );
+    c.server("250 2.0.0 flushed");
+    c.server("250 ok");
+    c.server("250 ok");
+    assert_eq!(c.client(), "");
+    c.server("354 go");
+    assert_eq!(c.client(), "Subject: hi\r\n\r\n..hello\r\n.\r\n");
+    c.server("250 queued 2");
+    assert_eq!(
+        c.event(),
+        format!("done {:?}", vec![Outcome::Delivered("250 queued 2".into())])
+    );
+    assert_eq!(c.s.messages, 2);
+}
+
+#[test]
+fn a_refused_pipelined_rset_ends_the_session_before_the_message_is_sent() {
+    let mut c = Script::new(params());
+    c.server("220 x");
+    c.server("250-x\n250 PIPELINING");
+    c.event();
+    c.client();
+    c.submit(tx(&["bob@remote.test"]));
+    c.client();
+    c.server("250 ok");
+    c.server("250 ok");
+    c.server("354 go");
+    c.client();
+    c.server("250 queued 1");
+    c.event();
+    c.submit(tx(&["carol@remote.test"]));
+    c.client();
+    c.server("421 4.4.2 idle too long, closing");
+    assert_eq!(c.client(), "");
+    assert_eq!(c.event(), "fail RSET: 421 4.4.2 idle too long, closing");
+}
+
+#[test]
 fn quit_closes_the_session() {
     let mut c = Script::new(params());
     c.server("220 x");
