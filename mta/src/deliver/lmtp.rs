@@ -204,18 +204,23 @@ fn io_fail(e: std::io::Error) -> Outcome {
 /// is added if missing.
 pub fn dot_stuff(msg: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(msg.len() + msg.len() / 64 + 4);
-    let mut at_line_start = true;
-    let mut prev = 0u8;
-    for &b in msg {
-        if at_line_start && b == b'.' {
+    let mut rest = msg;
+    while !rest.is_empty() {
+        let (line, next) = match memchr::memchr(b'\n', rest) {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &[][..]),
+        };
+        if line.first() == Some(&b'.') {
             out.push(b'.');
         }
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
+        out.extend_from_slice(line);
+        if line.len() < rest.len() {
+            if line.last() != Some(&b'\r') {
+                out.push(b'\r');
+            }
+            out.push(b'\n');
         }
-        out.push(b);
-        at_line_start = b == b'\n';
-        prev = b;
+        rest = next;
     }
     if !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
@@ -234,6 +239,8 @@ mod tests {
             b"..a\r\nb\r\n..\r\n...c\r\n"
         );
         assert_eq!(dot_stuff(b""), b"\r\n");
+        assert_eq!(dot_stuff(b"a\rb\n\n.\n"), b"a\rb\r\n\r\n..\r\n");
+        assert_eq!(dot_stuff(b"x\r\n."), b"x\r\n..\r\n");
     }
 
     #[test]

@@ -136,7 +136,8 @@ impl Session {
             self.mode = Mode::Command;
             return 0;
         };
-        let mut chunk = Vec::new();
+        // Framing only adds a CR to a bare LF, or keeps a dot: rarely more than the input.
+        let mut chunk = Vec::with_capacity(input.len() + 2);
         let (n, end) = msg.framer.feed(input, &mut chunk);
         msg.size += n as u64;
         msg.check_limits(&chunk, max);
@@ -179,7 +180,7 @@ impl Session {
                 let (done, last, size) = (*remaining == 0, *last, *size);
                 let max = self.cfg.max_message_size;
                 if let Some(msg) = self.tx.as_mut().and_then(|t| t.message.as_mut()) {
-                    let mut chunk = Vec::new();
+                    let mut chunk = Vec::with_capacity(n as usize + 2);
                     msg.framer.feed(&input[..n as usize], &mut chunk);
                     msg.size += n;
                     msg.check_limits(&chunk, max);

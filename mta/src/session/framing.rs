@@ -1,4 +1,4 @@
-//! DATA and BDAT body framing, byte by byte, across arbitrary read boundaries.
+//! DATA and BDAT body framing, across arbitrary read boundaries.
 //!
 //! RFC 5321 §4.1.1.4 ends DATA with `CRLF . CRLF`, and that is the only sequence that ends
 //! it here. The 2023 SMTP smuggling advisories (SEC Consult; Postfix, Sendmail, Exim
@@ -47,16 +47,18 @@ impl Framer {
     /// many bytes were consumed and whether the end-of-data line was seen (DATA only; the
     /// terminator is consumed and not emitted).
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
-        for (i, &b) in input.iter().enumerate() {
+        let mut i = 0;
+        while let Some(&b) = input.get(i) {
             if self.pending_cr {
                 self.pending_cr = false;
                 if b == b'\n' {
+                    i += 1;
                     self.line_len += 1;
                     if self.held_dot && self.dot {
                         // `CRLF . CRLF`: the only end of data.
                         self.held_dot = false;
                         self.line_len = 0;
-                        return (i + 1, true);
+                        return (i, true);
                     }
                     self.end_line(out, true);
                     continue;
@@ -64,7 +66,20 @@ impl Framer {
                 self.bare = true;
                 self.end_line(out, false);
             }
+            if self.line_len > 0 && !self.held_dot {
+                // Inside a line only CR and LF mean anything: copy up to the next one
+                // whole, rather than deciding byte by byte.
+                let rest = &input[i..];
+                let run = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                if run > 0 {
+                    out.extend_from_slice(&rest[..run]);
+                    self.line_len += run;
+                    i += run;
+                    continue;
+                }
+            }
             self.byte(b, out);
+            i += 1;
         }
         (input.len(), false)
     }
@@ -347,6 +362,30 @@ mod tests {
             let (_, e2) = f.feed(&input[split..], &mut out);
             assert!(e2, "split at {split}");
             assert_eq!(out, b"x\r\n");
+        }
+    }
+
+    #[test]
+    fn any_split_of_the_input_frames_the_same() {
+        for input in [
+            &b"Subject: x\r\n\r\n..a\r\nb\nc\rd\r\n.e\r\n.\r.\n\r\n.\r\nQUIT\r\n"[..],
+            b"a\r\n.\nb\r\n\r\r\n..\r\n.\r\n",
+            b"0123456789\r\n.0123456789\n.\r\n",
+        ] {
+            let (whole, end, f) = data(input);
+            for split in 0..=input.len() {
+                let mut g = Framer::new(true, 1000);
+                let mut out = Vec::new();
+                let (n1, e1) = g.feed(&input[..split], &mut out);
+                let got = if e1 {
+                    Some(n1)
+                } else {
+                    let (n2, e2) = g.feed(&input[split..], &mut out);
+                    e2.then_some(split + n2)
+                };
+                assert_eq!((&out, got), (&whole, end), "{input:?} split at {split}");
+                assert_eq!(g.bare, f.bare, "{input:?} split at {split}");
+            }
         }
     }
 
