@@ -146,8 +146,53 @@ struct State {
     due: BTreeSet<(i64, EvpId)>,
     inflight: HashSet<EvpId>,
     dest_inflight: HashMap<String, usize>,
+    /// Due recipients set aside because their destination had no free delivery slot,
+    /// by destination; a finished delivery puts the next message's back into `due`.
+    /// Under a burst to one destination, thousands wait this way, and a wake of the
+    /// scheduler would otherwise look at every one of them again.
+    held_full: HashMap<String, BTreeSet<(i64, EvpId)>>,
+    /// Due recipients set aside by `pause mda` (`[0]`) and `pause mta` (`[1]`) until
+    /// `resume`.
+    held_paused: [BTreeSet<(i64, EvpId)>; 2],
     /// Msgids drawn by receipts not yet committed or discarded.
     reserved: HashSet<MsgId>,
+}
+
+impl State {
+    /// Every recipient waiting for an attempt: due, or held back.
+    fn waiting(&self) -> impl Iterator<Item = &(i64, EvpId)> {
+        self.due
+            .iter()
+            .chain(self.held_paused.iter().flatten())
+            .chain(self.held_full.values().flatten())
+    }
+
+    /// A delivery to `dest` ended: the recipients of the next message held for it
+    /// become due again (all of that message's, so they still go in one transaction).
+    fn release_one_held(&mut self, dest: &str) {
+        let Some(held) = self.held_full.get_mut(dest) else {
+            return;
+        };
+        let mut msgid = None;
+        while let Some(&(t, e)) = held.first() {
+            let live = self
+                .messages
+                .get(&e.msgid())
+                .is_some_and(|m| m.env.rcpts.iter().any(|r| r.evpid == e));
+            if msgid.is_some_and(|m| m != e.msgid()) {
+                break;
+            }
+            held.remove(&(t, e));
+            // A recipient gone meanwhile frees nothing: look further.
+            if live {
+                msgid = Some(e.msgid());
+                self.due.insert((t, e));
+            }
+        }
+        if held.is_empty() {
+            self.held_full.remove(dest);
+        }
+    }
 }
 
 struct Entry {
@@ -540,12 +585,19 @@ impl Queue {
     pub async fn remove(&self, id: &str) -> Result<usize, Error> {
         let filter = IdFilter::parse(id)?;
         let targets: Vec<EvpId> = {
-            let st = self.state();
-            st.due
-                .iter()
+            let mut guard = self.state();
+            let st = &mut *guard;
+            let targets: HashSet<EvpId> = st
+                .waiting()
                 .filter(|(_, e)| filter.matches(*e))
                 .map(|(_, e)| *e)
-                .collect()
+                .collect();
+            let keep = |(_, e): &(i64, EvpId)| !targets.contains(e);
+            st.due.retain(keep);
+            for held in st.held_paused.iter_mut().chain(st.held_full.values_mut()) {
+                held.retain(keep);
+            }
+            targets.into_iter().collect()
         };
         let mut by_msg: HashMap<MsgId, Vec<EvpId>> = HashMap::new();
         for e in &targets {
@@ -554,9 +606,6 @@ impl Queue {
         for (msgid, evps) in by_msg {
             {
                 let mut st = self.state();
-                for e in &evps {
-                    st.due.retain(|(_, x)| x != e);
-                }
                 if let Some(m) = st.messages.get_mut(&msgid) {
                     m.env.rcpts.retain(|r| !evps.contains(&r.evpid));
                 }
@@ -582,6 +631,11 @@ impl Queue {
             &self.inner.paused_mda
         };
         flag.store(paused, Ordering::Relaxed);
+        if !paused {
+            let mut st = self.state();
+            let held = std::mem::take(&mut st.held_paused[usize::from(relay)]);
+            st.due.extend(held);
+        }
         self.inner.wake.notify_one();
     }
 

@@ -4,6 +4,7 @@
 //! backoff and jitter until the queue ttl; permanent or expired → bounced (RFC 3464 DSN,
 //! never to the null sender) and removed.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -243,10 +244,10 @@ impl<D: Dispatch> Scheduler<D> {
                 st.inflight.insert(evpid);
                 continue;
             }
-            // Recipients held back by a pause or a full destination stay due and are
-            // looked at again on every wake: with thousands queued for one destination
-            // these checks are most of the scheduler's time, so they come first and
-            // allocate nothing (the agent's `is_relay` reads the live configuration).
+            // Recipients held back by a pause or a full destination are set aside until
+            // a resume or a free slot, so a wake looks at each of them once; these checks
+            // come first and allocate nothing (the agent's `is_relay` reads the live
+            // configuration).
             let relay = match relay_of.iter().find(|(a, _)| *a == r.recipient.action) {
                 Some((_, relay)) => *relay,
                 None => {
@@ -256,6 +257,8 @@ impl<D: Dispatch> Scheduler<D> {
                 }
             };
             if self.queue.is_paused(relay) {
+                st.due.remove(&(t, evpid));
+                st.held_paused[usize::from(relay)].insert((t, evpid));
                 continue;
             }
             dest_buf.clear();
@@ -276,6 +279,16 @@ impl<D: Dispatch> Scheduler<D> {
                     .unwrap_or(0)
                     >= cfg.max_inflight_per_destination
             {
+                st.due.remove(&(t, evpid));
+                match st.held_full.get_mut(dest_buf.as_str()) {
+                    Some(held) => {
+                        held.insert((t, evpid));
+                    }
+                    None => {
+                        st.held_full
+                            .insert(dest_buf.clone(), BTreeSet::from([(t, evpid)]));
+                    }
+                }
                 continue;
             }
             let action = r.recipient.action.clone();
@@ -372,6 +385,7 @@ impl<D: Dispatch> Scheduler<D> {
             if let Some(n) = st.dest_inflight.get_mut(&w.dest) {
                 *n = n.saturating_sub(1);
             }
+            st.release_one_held(&w.dest);
             for rref in &w.rcpts {
                 st.inflight.remove(&rref.evpid);
                 let outcome = outcomes

@@ -730,6 +730,67 @@ async fn deliveries_to_one_destination_respect_the_concurrency_limit() {
     assert_eq!(rounds, 4);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_held_for_a_busy_destination_goes_in_one_transaction_when_a_slot_frees() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = QueueConfig {
+        max_inflight_per_destination: 1,
+        ..quick_retries()
+    };
+    let q = Queue::open(dir.path(), cfg, clock()).unwrap();
+    let d = Arc::new(Scripted {
+        hold: Some(Duration::from_millis(30)),
+        ..Scripted::default()
+    });
+    let s = Scheduler::new(q.clone(), d.clone());
+    let one = envelope(Some("a@example.org"), &[("u0@example.net", "deliver")]);
+    enqueue(&q, one, MSG).await;
+    let three = envelope(
+        Some("a@example.org"),
+        &[
+            ("u1@example.net", "deliver"),
+            ("u2@example.net", "deliver"),
+            ("u3@example.net", "deliver"),
+        ],
+    );
+    enqueue(&q, three, MSG).await;
+    assert_eq!(s.run_once().await, 1, "one slot: the second message waits");
+    assert_eq!(
+        s.run_once().await,
+        3,
+        "all of its recipients come back together"
+    );
+    assert_eq!(s.run_once().await, 0);
+    let rcpts: Vec<usize> = d.calls().iter().map(|(_, r)| r.len()).collect();
+    assert_eq!(rcpts, [1, 3]);
+    assert!(q.list().is_empty());
+}
+
+#[tokio::test]
+async fn paused_recipients_wait_until_resume_and_remove_still_finds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), quick_retries(), clock()).unwrap();
+    let d = Arc::new(Scripted::default());
+    let s = Scheduler::new(q.clone(), d.clone());
+    q.set_paused(false, true);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let env = envelope(
+            Some("a@example.org"),
+            &[(&format!("u{i}@example.net"), "deliver")],
+        );
+        ids.push(enqueue(&q, env, MSG).await);
+    }
+    assert_eq!(s.run_once().await, 0);
+    assert_eq!(s.run_once().await, 0);
+    assert_eq!(q.list().len(), 3);
+    assert_eq!(q.remove(&ids[0]).await.unwrap(), 1);
+    q.set_paused(false, false);
+    assert_eq!(s.run_once().await, 2);
+    assert!(q.list().is_empty());
+    assert_eq!(d.calls().len(), 2);
+}
+
 #[tokio::test]
 async fn the_daemon_loop_delivers_what_sessions_commit() {
     let dir = tempfile::tempdir().unwrap();
