@@ -218,7 +218,9 @@ async fn watch_applies_a_password_change_within_two_seconds_and_dovecot_follows(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // `doveadm reload` restarts the auth service: its socket is briefly away.
+    // `doveadm reload` restarts the auth service: its socket is briefly away, and until
+    // the new auth process answers, the old one may still answer from the passwd-file
+    // it read (it stats the file at most once a second). Either way, within 5 s.
     let reloaded_by = Instant::now() + Duration::from_secs(5);
     loop {
         let (ok, out) = auth_test(&b.config.paths.dovecot_conf, "alice@example.org", "new-pw");
@@ -226,8 +228,8 @@ async fn watch_applies_a_password_change_within_two_seconds_and_dovecot_follows(
             break;
         }
         assert!(
-            out.contains("auth-client") && Instant::now() < reloaded_by,
-            "the new password is refused: {out}\n{}",
+            Instant::now() < reloaded_by,
+            "the new password is still refused after 5 s: {out}\n{}",
             b.dovecot_log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
