@@ -372,8 +372,8 @@ fn a_second_message_on_the_same_connection_starts_with_rset() {
     assert_eq!(c.s.messages, 1);
 }
 
-#[test]
-fn with_pipelining_the_rset_of_a_reused_connection_opens_the_next_group() {
+/// A session with a PIPELINING server that has delivered one message.
+fn pipelining_after_one_message() -> Script {
     let mut c = Script::new(params());
     c.server("220 x");
     c.server("250-x\n250 PIPELINING");
@@ -387,6 +387,12 @@ fn with_pipelining_the_rset_of_a_reused_connection_opens_the_next_group() {
     c.client();
     c.server("250 queued 1");
     c.event();
+    c
+}
+
+#[test]
+fn with_pipelining_the_rset_of_a_reused_connection_opens_the_next_group() {
+    let mut c = pipelining_after_one_message();
     c.submit(tx(&["carol@remote.test"]));
     assert_eq!(
         c.client(),
@@ -408,19 +414,7 @@ fn with_pipelining_the_rset_of_a_reused_connection_opens_the_next_group() {
 
 #[test]
 fn a_refused_pipelined_rset_ends_the_session_before_the_message_is_sent() {
-    let mut c = Script::new(params());
-    c.server("220 x");
-    c.server("250-x\n250 PIPELINING");
-    c.event();
-    c.client();
-    c.submit(tx(&["bob@remote.test"]));
-    c.client();
-    c.server("250 ok");
-    c.server("250 ok");
-    c.server("354 go");
-    c.client();
-    c.server("250 queued 1");
-    c.event();
+    let mut c = pipelining_after_one_message();
     c.submit(tx(&["carol@remote.test"]));
     c.client();
     c.server("421 4.4.2 idle too long, closing");

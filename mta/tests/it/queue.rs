@@ -686,11 +686,11 @@ async fn recipients_still_deferred_at_the_queue_ttl_expire_into_a_bounce() {
     assert!(dsn.contains("Subject: Delivery status notification: expired\r\n"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deliveries_to_one_destination_respect_the_concurrency_limit() {
+/// A queue whose deliveries take 30 ms each, at most `limit` at once per destination.
+fn slow_deliveries(limit: usize) -> (tempfile::TempDir, Queue, Arc<Scripted>, Scheduler<Scripted>) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = QueueConfig {
-        max_inflight_per_destination: 3,
+        max_inflight_per_destination: limit,
         ..quick_retries()
     };
     let q = Queue::open(dir.path(), cfg, clock()).unwrap();
@@ -699,6 +699,12 @@ async fn deliveries_to_one_destination_respect_the_concurrency_limit() {
         ..Scripted::default()
     });
     let s = Scheduler::new(q.clone(), d.clone());
+    (dir, q, d, s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_to_one_destination_respect_the_concurrency_limit() {
+    let (_dir, q, d, s) = slow_deliveries(3);
     for i in 0..12 {
         enqueue(
             &q,
@@ -732,17 +738,7 @@ async fn deliveries_to_one_destination_respect_the_concurrency_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_held_for_a_busy_destination_goes_in_one_transaction_when_a_slot_frees() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = QueueConfig {
-        max_inflight_per_destination: 1,
-        ..quick_retries()
-    };
-    let q = Queue::open(dir.path(), cfg, clock()).unwrap();
-    let d = Arc::new(Scripted {
-        hold: Some(Duration::from_millis(30)),
-        ..Scripted::default()
-    });
-    let s = Scheduler::new(q.clone(), d.clone());
+    let (_dir, q, d, s) = slow_deliveries(1);
     let one = envelope(Some("a@example.org"), &[("u0@example.net", "deliver")]);
     enqueue(&q, one, MSG).await;
     let three = envelope(
