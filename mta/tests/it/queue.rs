@@ -750,14 +750,17 @@ async fn a_message_held_for_a_busy_destination_goes_in_one_transaction_when_a_sl
         ],
     );
     enqueue(&q, three, MSG).await;
-    assert_eq!(s.run_once().await, 1, "one slot: the second message waits");
+    // Same arrival second: either message may go first.
+    let first = s.run_once().await;
+    let second = s.run_once().await;
     assert_eq!(
-        s.run_once().await,
-        3,
-        "all of its recipients come back together"
+        (first.min(second), first.max(second)),
+        (1, 3),
+        "one slot: one message per round, and the three recipients held together"
     );
     assert_eq!(s.run_once().await, 0);
-    let rcpts: Vec<usize> = d.calls().iter().map(|(_, r)| r.len()).collect();
+    let mut rcpts: Vec<usize> = d.calls().iter().map(|(_, r)| r.len()).collect();
+    rcpts.sort();
     assert_eq!(rcpts, [1, 3]);
     assert!(q.list().is_empty());
 }
