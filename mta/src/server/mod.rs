@@ -589,7 +589,7 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
         tls: None,
     };
     if ctx.listener.session.tls == TlsPolicy::Implicit {
-        match handshake(&ctx, &mut stream).await {
+        match Box::pin(handshake(&ctx, &mut stream)).await {
             Some(info) => peer.tls = Some(info),
             None => {
                 tracing::info!(target: "smtp", "{sid:016x} smtp disconnected reason=tls-accept-failed");
@@ -671,7 +671,9 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
                     if flush(&mut stream, &mut out).await.is_err() {
                         session.handle(Event::Disconnected)
                     } else {
-                        match handshake(&ctx, &mut stream).await {
+                        // Boxed: the handshake's state (1.4 KiB) would otherwise be
+                        // part of every session's future, STARTTLS or not.
+                        match Box::pin(handshake(&ctx, &mut stream)).await {
                             Some(info) => {
                                 filters.tls(&info.version, &info.cipher, info.bits);
                                 session.handle(Event::TlsEstablished(info))

@@ -47,7 +47,7 @@ impl Session {
             return self.reply(reply::utf8_needs_smtputf8());
         }
         let param = tx.mail_from.clone().unwrap_or_default();
-        self.pending_tx = Some(tx);
+        self.pending_tx = Some(Box::new(tx));
         self.filter_phase(FilterPhase::MailFrom, param);
     }
 
@@ -117,7 +117,7 @@ impl Session {
             return;
         }
         self.waiting = None;
-        let tx = self.pending_tx.take();
+        let tx = self.pending_tx.take().map(|t| *t);
         match verdict {
             SenderVerdict::Accept => {
                 self.tx = tx;
