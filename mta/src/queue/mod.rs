@@ -147,7 +147,7 @@ struct State {
     inflight: HashSet<EvpId>,
     dest_inflight: HashMap<String, usize>,
     /// Due recipients set aside because their destination had no free delivery slot,
-    /// by destination; a finished delivery puts the next message's back into `due`.
+    /// by destination; each free slot puts the next message's back into `due`.
     /// Under a burst to one destination, thousands wait this way, and a wake of the
     /// scheduler would otherwise look at every one of them again.
     held_full: HashMap<String, BTreeSet<(i64, EvpId)>>,
@@ -167,11 +167,36 @@ impl State {
             .chain(self.held_full.values().flatten())
     }
 
-    /// A delivery to `dest` ended: the recipients of the next message held for it
-    /// become due again (all of that message's, so they still go in one transaction).
-    fn release_one_held(&mut self, dest: &str) {
-        let Some(held) = self.held_full.get_mut(dest) else {
+    /// Every free delivery slot of a destination with held recipients gets the next held
+    /// message back into `due` (all of its recipients for that destination, so they still
+    /// go in one transaction). Run before each scan: whatever happened to a message
+    /// released earlier (delivered, expired, removed), a free slot is never left idle
+    /// while mail waits for it.
+    fn release_held(&mut self, max_inflight: usize) {
+        if self.held_full.is_empty() {
             return;
+        }
+        let free: Vec<(String, usize)> = self
+            .held_full
+            .keys()
+            .filter_map(|dest| {
+                let busy = self.dest_inflight.get(dest).copied().unwrap_or(0);
+                (busy < max_inflight).then(|| (dest.clone(), max_inflight - busy))
+            })
+            .collect();
+        for (dest, slots) in free {
+            for _ in 0..slots {
+                if !self.release_one_held(&dest) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Moves the next live held message for `dest` into `due`; false when none is left.
+    fn release_one_held(&mut self, dest: &str) -> bool {
+        let Some(held) = self.held_full.get_mut(dest) else {
+            return false;
         };
         let mut msgid = None;
         while let Some(&(t, e)) = held.first() {
@@ -192,6 +217,7 @@ impl State {
         if held.is_empty() {
             self.held_full.remove(dest);
         }
+        msgid.is_some()
     }
 }
 

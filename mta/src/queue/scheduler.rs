@@ -210,6 +210,7 @@ impl<D: Dispatch> Scheduler<D> {
         let cfg = &self.queue.inner.config;
         let mut guard = self.queue.state();
         let st = &mut *guard;
+        st.release_held(cfg.max_inflight_per_destination);
         let candidates: Vec<(i64, EvpId)> =
             st.due.range(..=(now, EvpId(u64::MAX))).copied().collect();
         let mut works: Vec<Work> = Vec::new();
@@ -385,7 +386,6 @@ impl<D: Dispatch> Scheduler<D> {
             if let Some(n) = st.dest_inflight.get_mut(&w.dest) {
                 *n = n.saturating_sub(1);
             }
-            st.release_one_held(&w.dest);
             for rref in &w.rcpts {
                 st.inflight.remove(&rref.evpid);
                 let outcome = outcomes

@@ -765,6 +765,41 @@ async fn a_message_held_for_a_busy_destination_goes_in_one_transaction_when_a_sl
     assert!(q.list().is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_message_that_expires_when_released_does_not_strand_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let cfg = QueueConfig {
+        max_inflight_per_destination: 1,
+        ..quick_retries()
+    };
+    let q = Queue::open(dir.path(), cfg, c.clone()).unwrap();
+    let d = Arc::new(Scripted::default());
+    let s = Scheduler::new(q.clone(), d.clone());
+    for (i, wait) in [(0, 10), (1, 3600), (2, 0)] {
+        let env = envelope(
+            Some("a@example.org"),
+            &[(&format!("u{i}@example.net"), "deliver")],
+        );
+        enqueue(&q, env, MSG).await;
+        c.advance(Duration::from_secs(wait));
+    }
+    // u0 takes the slot; u1 and u2 wait for it.
+    assert_eq!(s.run_once().await, 1);
+    // Past u1's expiry (3 h after it arrived), not u2's: u1 gets the free slot back,
+    // expires instead of using it, and u2 must still get it.
+    c.advance(Duration::from_secs(2 * 3600));
+    s.run_once().await;
+    s.run_once().await;
+    let delivered: Vec<String> = d
+        .calls()
+        .into_iter()
+        .filter(|(action, _)| action == "deliver")
+        .flat_map(|(_, rcpts)| rcpts)
+        .collect();
+    assert_eq!(delivered, ["u0@example.net", "u2@example.net"]);
+}
+
 #[tokio::test]
 async fn paused_recipients_wait_until_resume_and_remove_still_finds_them() {
     let dir = tempfile::tempdir().unwrap();
