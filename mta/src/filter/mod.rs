@@ -35,6 +35,7 @@ use crate::config::{
     Config, FilterCondition, FilterCriterion, FilterDecision, FilterKind, FilterRef, Phase,
     TableCrit, TableRef,
 };
+use crate::server::BoxFuture;
 use crate::session::{FilterPhase, FilterVerdict, Reply};
 use crate::table::{Service, Table};
 use proc::{Live, ProcSpec, Process};
@@ -336,7 +337,8 @@ struct Inner {
 /// One session's filters. Every method is a no-op without a chain.
 #[derive(Default)]
 pub struct SessionFilters {
-    inner: Option<Inner>,
+    /// Boxed: sessions without filters, the common case, carry a pointer, not 240 bytes.
+    inner: Option<Box<Inner>>,
 }
 
 impl SessionFilters {
@@ -401,7 +403,9 @@ impl SessionFilters {
                 &protocol::link_address(dest.or(src.map(|_| unspecified()))),
             ],
         );
-        SessionFilters { inner: Some(inner) }
+        SessionFilters {
+            inner: Some(Box::new(inner)),
+        }
     }
 
     /// Whether this session has filters at all.
@@ -772,7 +776,19 @@ impl Inner {
 
     /// Runs one phase through the chain. `builtin` is the phase builtin filters can name
     /// (none for the command phases OpenSMTPD only offers to processes).
-    async fn phase(&mut self, builtin: Option<Phase>, name: &str, param: &str) -> Verdict {
+    ///
+    /// Boxed, like [`Inner::data_lines`]: the walk's state is hundreds of bytes, and
+    /// awaited inline it would be part of every session's future, filters or not.
+    fn phase<'a>(
+        &'a mut self,
+        builtin: Option<Phase>,
+        name: &'a str,
+        param: &'a str,
+    ) -> BoxFuture<'a, Verdict> {
+        Box::pin(self.walk(builtin, name, param))
+    }
+
+    async fn walk(&mut self, builtin: Option<Phase>, name: &str, param: &str) -> Verdict {
         let chain = self.chain.clone();
         for step in &chain.steps {
             if self.broken {
@@ -899,7 +915,11 @@ impl Inner {
 
     /// Runs the message through every data-line filter, each one's output feeding the
     /// next; lines stay dot-stuffed between filters.
-    async fn data_lines(&mut self, message: Vec<u8>) -> Result<Vec<u8>, Reply> {
+    fn data_lines(&mut self, message: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, Reply>> {
+        Box::pin(self.pipe_lines(message))
+    }
+
+    async fn pipe_lines(&mut self, message: Vec<u8>) -> Result<Vec<u8>, Reply> {
         let mut body = message.as_slice();
         if let Some(b) = body.strip_suffix(b"\r\n") {
             body = b;

@@ -580,7 +580,27 @@ enum Wake {
     Shutdown,
 }
 
-async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
+async fn connection(ctx: Arc<ConnCtx>, stream: Stream, origin: Origin) {
+    // Boxed, and freed before the conversation: what opening a session awaits (the
+    // implicit-TLS handshake, the access check, reverse DNS, the filters' connect
+    // phase) would otherwise keep its slots in every session's task for its whole life.
+    let Some(mut open) = Box::pin(open(&ctx, stream, origin)).await else {
+        return;
+    };
+    converse(&ctx, &mut open).await;
+}
+
+/// A session past its banner checks, about to greet its client.
+struct Opened {
+    stream: Stream,
+    session: Session,
+    first: Vec<Action>,
+    filters: crate::filter::SessionFilters,
+    client_ip: Option<IpAddr>,
+}
+
+/// Everything before the banner; `None` when the client was turned away.
+async fn open(ctx: &ConnCtx, mut stream: Stream, origin: Origin) -> Option<Opened> {
     let sid = session_id();
     let mut peer = Peer {
         session_id: sid,
@@ -589,11 +609,11 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
         tls: None,
     };
     if ctx.listener.session.tls == TlsPolicy::Implicit {
-        match Box::pin(handshake(&ctx, &mut stream)).await {
-            Some(info) => peer.tls = Some(info),
+        match Box::pin(handshake(ctx, &mut stream)).await {
+            Some(info) => peer.tls = Some(Box::new(info)),
             None => {
                 tracing::info!(target: "smtp", "{sid:016x} smtp disconnected reason=tls-accept-failed");
-                return;
+                return None;
             }
         }
     }
@@ -609,7 +629,7 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
     {
         let _ = stream.write_all(r.to_wire().as_bytes()).await;
         let _ = stream.shutdown().await;
-        return;
+        return None;
     }
     // OpenSMTPD resolves the client before the banner: the name is in the `connected`
     // log line, the Received header and `match from rdns`; whether it is confirmed is the
@@ -639,11 +659,30 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
     if let Verdict::Reject(r) | Verdict::Disconnect(r) = filters.connect_phase().await {
         let _ = stream.write_all(r.to_wire().as_bytes()).await;
         let _ = stream.shutdown().await;
-        return;
+        return None;
     }
     filters.greeting(&ctx.listener.session.hostname);
-    let (mut session, first) = Session::new(ctx.listener.session.clone(), peer, ctx.clock.clone());
-    let mut pending: VecDeque<Action> = first.into();
+    let (session, first) = Session::new(ctx.listener.session.clone(), peer, ctx.clock.clone());
+    Some(Opened {
+        stream,
+        session,
+        first,
+        filters,
+        client_ip,
+    })
+}
+
+/// The SMTP conversation, from the banner to the close.
+async fn converse(ctx: &ConnCtx, open: &mut Opened) {
+    let Opened {
+        stream,
+        session,
+        first,
+        filters,
+        client_ip,
+    } = open;
+    let client_ip = *client_ip;
+    let mut pending: VecDeque<Action> = std::mem::take(first).into();
     let mut out: Vec<u8> = Vec::new();
     let mut writer: Option<Box<dyn MessageWriter>> = None;
     let deadline = tokio::time::Instant::now() + ctx.limits.total_timeout;
@@ -668,12 +707,12 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
                     continue;
                 }
                 Action::StartTls => {
-                    if flush(&mut stream, &mut out).await.is_err() {
+                    if flush(stream, &mut out).await.is_err() {
                         session.handle(Event::Disconnected)
                     } else {
                         // Boxed: the handshake's state (1.4 KiB) would otherwise be
                         // part of every session's future, STARTTLS or not.
-                        match Box::pin(handshake(&ctx, &mut stream)).await {
+                        match Box::pin(handshake(ctx, stream)).await {
                             Some(info) => {
                                 filters.tls(&info.version, &info.cipher, info.bits);
                                 session.handle(Event::TlsEstablished(info))
@@ -693,19 +732,14 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
                 Action::CheckSender { address, context } => {
                     let (backend, addr) = (&*ctx.backend, address.as_deref());
                     let v =
-                        crate::filter::shell::check_sender(&mut filters, backend, addr, &context)
-                            .await;
+                        crate::filter::shell::check_sender(filters, backend, addr, &context).await;
                     session.handle(Event::SenderVerdict(v))
                 }
                 Action::CheckRecipient { address, context } => {
                     let backend = &*ctx.backend;
-                    let v = crate::filter::shell::check_recipient(
-                        &mut filters,
-                        backend,
-                        &address,
-                        &context,
-                    )
-                    .await;
+                    let v =
+                        crate::filter::shell::check_recipient(filters, backend, &address, &context)
+                            .await;
                     session.handle(Event::RecipientVerdict(v))
                 }
                 Action::VerifyCredentials { user, password } => {
@@ -718,7 +752,7 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
                 }
                 Action::MessageBegin(envelope) => match filters.data().await {
                     Verdict::Reject(r) => session.handle(Event::MessageFailed(r)),
-                    Verdict::Disconnect(r) => filter_disconnect(&mut session, r),
+                    Verdict::Disconnect(r) => filter_disconnect(session, r),
                     Verdict::Proceed | Verdict::Rewrite(_) => match ctx
                         .backend
                         .begin_message_on(*envelope, ctx.listener.session.listener)
@@ -745,7 +779,7 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
                     (None, Some(_)) => Vec::new(),
                 },
                 Action::MessageEnd => match writer.take() {
-                    Some(w) => match crate::filter::shell::finish_message(&mut filters, w).await {
+                    Some(w) => match crate::filter::shell::finish_message(filters, w).await {
                         Ok(queue_id) => session.handle(Event::MessageCommitted { queue_id }),
                         Err(r) => session.handle(Event::MessageFailed(r)),
                     },
@@ -759,7 +793,7 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
                     Vec::new()
                 }
                 Action::Close => {
-                    let _ = flush(&mut stream, &mut out).await;
+                    let _ = flush(stream, &mut out).await;
                     let _ = stream.shutdown().await;
                     return;
                 }
@@ -767,23 +801,22 @@ async fn connection(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin) {
             pending.extend(more);
         }
         if session.is_closed() {
-            let _ = flush(&mut stream, &mut out).await;
+            let _ = flush(stream, &mut out).await;
             break;
         }
         // About to wait for the client: the replies so far leave together.
-        if flush(&mut stream, &mut out).await.is_err() {
+        if flush(stream, &mut out).await.is_err() {
             pending.extend(session.handle(Event::Disconnected));
             continue;
         }
-        let idle = tokio::time::sleep(ctx.limits.idle_timeout);
-        let total = tokio::time::sleep_until(deadline);
+        // One timer for both limits (a timer is 112 bytes of every waiting session).
+        let limit = deadline.min(tokio::time::Instant::now() + ctx.limits.idle_timeout);
         let woken = tokio::select! {
-            r = read_with(&mut stream, |input| match input {
+            r = read_with(stream, |input| match input {
                 [] => session.handle(Event::Disconnected),
                 input => session.handle(Event::Input(input)),
             }) => Wake::Read(r.ok()),
-            _ = idle => Wake::Timeout,
-            _ = total => Wake::Timeout,
+            _ = tokio::time::sleep_until(limit) => Wake::Timeout,
             _ = shutdown.changed() => Wake::Shutdown,
         };
         let event_actions = match woken {

@@ -94,7 +94,7 @@ impl Session {
             origin: &self.peer.origin,
             hostname: &self.cfg.hostname,
             protocol: &protocol,
-            tls: self.tls.as_ref(),
+            tls: self.tls.as_deref(),
             received_auth: self.cfg.received_auth.then_some(self.auth_user.as_deref()),
             single_rcpt: single.as_deref(),
             mask_src: self.cfg.mask_src,

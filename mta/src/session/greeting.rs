@@ -11,10 +11,10 @@ impl Session {
     /// Starts a session; the returned actions hold the banner.
     pub fn new(
         cfg: Arc<SessionConfig>,
-        peer: Peer,
+        mut peer: Peer,
         clock: Arc<dyn Clock>,
     ) -> (Session, Vec<Action>) {
-        let tls = peer.tls.clone();
+        let tls = peer.tls.take();
         let mut s = Session {
             cfg,
             clock,

@@ -35,7 +35,7 @@ impl Session {
         }
         self.waiting = None;
         self.log_tls(&info);
-        self.tls = Some(info);
+        self.tls = Some(Box::new(info));
         self.helo = None;
         self.tx = None;
         self.mode = Mode::Command;

@@ -77,7 +77,7 @@ impl T {
             session_id: 0x1234_5678_9abc_def0,
             origin: Origin::Inet(addr),
             rdns: Some("client.example.net".into()),
-            tls,
+            tls: tls.map(Box::new),
         };
         let (s, actions) = Session::new(Arc::new(cfg), peer, clock);
         let mut t = T {
