@@ -277,6 +277,8 @@ impl Server {
                         .map_err(|e| bind_err(std::io::Error::from(e)))?;
                     }
                     sock.set_reuseaddr(true).map_err(bind_err)?;
+                    // Accepted sockets inherit it: no system call per session.
+                    sock.set_nodelay(true).map_err(bind_err)?;
                     sock.bind(*sa).map_err(bind_err)?;
                     Bound::Tcp(sock.listen(limits.backlog).map_err(bind_err)?)
                 }
@@ -455,6 +457,8 @@ async fn accept(b: &Bound) -> io::Result<(Stream, Origin)> {
     match b {
         Bound::Tcp(l) => {
             let (s, peer) = l.accept().await?;
+            // Linux copies TCP_NODELAY from the listening socket; elsewhere, set it.
+            #[cfg(not(target_os = "linux"))]
             let _ = s.set_nodelay(true);
             Ok((Stream::Tcp(s), Origin::Inet(peer)))
         }
@@ -484,7 +488,7 @@ async fn refuse(ctx: Arc<ConnCtx>, mut stream: Stream, origin: Origin, why: Refu
         ),
     );
     let _ = stream.write_all(r.to_wire().as_bytes()).await;
-    let _ = stream.shutdown().await;
+    close(&mut stream).await;
 }
 
 struct ConnCtx {
@@ -628,7 +632,7 @@ async fn open(ctx: &ConnCtx, mut stream: Stream, origin: Origin) -> Option<Opene
             .await
     {
         let _ = stream.write_all(r.to_wire().as_bytes()).await;
-        let _ = stream.shutdown().await;
+        close(&mut stream).await;
         return None;
     }
     // OpenSMTPD resolves the client before the banner: the name is in the `connected`
@@ -643,7 +647,9 @@ async fn open(ctx: &ConnCtx, mut stream: Stream, origin: Origin) -> Option<Opene
         Origin::Inet(sa) => Some(*sa),
         Origin::Local => None,
     };
+    // Only filters hear the local address (`link-connect`): no system call otherwise.
     let dest = match &stream {
+        _ if ctx.listener.filters.is_none() => None,
         Stream::Tcp(s) => s.local_addr().ok(),
         Stream::Tls(s) => s.get_ref().0.local_addr().ok(),
         Stream::Unix(_) | Stream::Gone => None,
@@ -658,7 +664,7 @@ async fn open(ctx: &ConnCtx, mut stream: Stream, origin: Origin) -> Option<Opene
     .await;
     if let Verdict::Reject(r) | Verdict::Disconnect(r) = filters.connect_phase().await {
         let _ = stream.write_all(r.to_wire().as_bytes()).await;
-        let _ = stream.shutdown().await;
+        close(&mut stream).await;
         return None;
     }
     filters.greeting(&ctx.listener.session.hostname);
@@ -794,7 +800,7 @@ async fn converse(ctx: &ConnCtx, open: &mut Opened) {
                 }
                 Action::Close => {
                     let _ = flush(stream, &mut out).await;
-                    let _ = stream.shutdown().await;
+                    close(stream).await;
                     return;
                 }
             };
@@ -841,6 +847,15 @@ fn filter_disconnect(session: &mut Session, r: Reply) -> Vec<Action> {
     actions.push(Action::Reply(r));
     actions.push(Action::Close);
     actions
+}
+
+/// TLS ends with its close_notify. A plain socket is closed when dropped (a FIN all the
+/// same); a `shutdown` first would be one more system call per session, and mostly a
+/// failing one, the client having gone after the 221.
+async fn close(stream: &mut Stream) {
+    if let Stream::Tls(_) = stream {
+        let _ = stream.shutdown().await;
+    }
 }
 
 async fn flush(stream: &mut Stream, out: &mut Vec<u8>) -> io::Result<()> {
