@@ -277,18 +277,24 @@ pub(crate) async fn ensure_account(
     Ok(account)
 }
 
+/// The right to order: one order at a time, so that the renewal task never picks up a
+/// request the page has just stored and is about to order itself.
+pub(crate) struct Turn<'a> {
+    _held: tokio::sync::MutexGuard<'a, ()>,
+}
+
+/// Waits for the right to order.
+pub(crate) async fn turn(state: &AppState) -> Turn<'_> {
+    Turn {
+        _held: state.config.acme.challenges.busy.lock().await,
+    }
+}
+
 /// Orders a certificate for `request` now, storing it or the failure (with the next
 /// retry time). Returns the new certificate, or the error as the operator should read it.
 pub(crate) async fn attempt(
     state: &AppState,
-    request: &store::AcmeRequest,
-) -> Result<store::Certificate, String> {
-    let _one_at_a_time = state.config.acme.challenges.busy.lock().await;
-    attempt_locked(state, request).await
-}
-
-async fn attempt_locked(
-    state: &AppState,
+    _turn: &Turn<'_>,
     request: &store::AcmeRequest,
 ) -> Result<store::Certificate, String> {
     let outcome = tokio::time::timeout(Duration::from_secs(180), order(state, request))
@@ -379,6 +385,7 @@ async fn order(
     let challenges = &state.config.acme.challenges;
     let mut tokens = Vec::new();
     let result = async {
+        let mut refused = None;
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
             let mut authz = authz.map_err(|e| chain_message(&e))?;
@@ -398,10 +405,16 @@ async fn order(
                 .ok_or_else(|| format!("{who}: the ACME server offers no HTTP-01 challenge"))?;
             challenges.insert(&challenge.token, challenge.key_authorization().as_str());
             tokens.push(challenge.token.clone());
-            challenge
-                .set_ready()
-                .await
-                .map_err(|e| format!("{who}: {}", chain_message(&e)))?;
+            if let Err(e) = challenge.set_ready().await {
+                refused = Some(format!("{who}: {}", chain_message(&e)));
+                break;
+            }
+        }
+        if let Some(refused) = refused {
+            // A validation that fails at once (a refused connection) can finish before
+            // the server answers the POST, whose reply then carries the challenge's error:
+            // report it as a poll would have.
+            return Err(challenge_errors(&mut order).await.unwrap_or(refused));
         }
         let retries = RetryPolicy::new()
             .initial_delay(Duration::from_millis(250))
@@ -512,13 +525,13 @@ pub(crate) async fn renew_due(state: &AppState) {
             continue;
         }
         // A request from the page may have been served meanwhile: look again under the lock.
-        let _one_at_a_time = state.config.acme.challenges.busy.lock().await;
+        let turn = turn(state).await;
         let Ok(Some(r)) = state.store.acme_request(r.id).await else {
             continue;
         };
         if is_due(state, &r).await {
             tracing::info!(names = %r.names, "ordering certificate (renewal or retry)");
-            let _ = attempt_locked(state, &r).await;
+            let _ = attempt(state, &turn, &r).await;
         }
     }
 }

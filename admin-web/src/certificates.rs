@@ -404,6 +404,7 @@ async fn do_request(
         names.push(n);
     }
     let account = acme::ensure_account(state, directory.url(), input.contact.trim()).await?;
+    let turn = acme::turn(state).await;
     let request = state.store.upsert_acme_request(&names, account.id).await?;
     actor
         .audit(
@@ -414,7 +415,7 @@ async fn do_request(
             Some(json!({"names": request.names, "directory": request.directory_url})),
         )
         .await?;
-    acme::attempt(state, &request)
+    acme::attempt(state, &turn, &request)
         .await
         .map_err(|message| invalid("request", message))
 }
