@@ -255,33 +255,7 @@ impl Server {
                 l.session = Arc::new(session);
             }
             let b = match &l.addr {
-                ListenAddr::Tcp(sa) => {
-                    let bind_err = |source| Error::Bind {
-                        addr: sa.to_string(),
-                        source,
-                    };
-                    let sock = if sa.is_ipv4() {
-                        TcpSocket::new_v4()
-                    } else {
-                        TcpSocket::new_v6()
-                    }
-                    .map_err(bind_err)?;
-                    if sa.is_ipv6() {
-                        // `listen on ::` beside `listen on 0.0.0.0` (the default pair) must
-                        // not also claim IPv4, or the second bind fails on Linux.
-                        nix::sys::socket::setsockopt(
-                            &sock,
-                            nix::sys::socket::sockopt::Ipv6V6Only,
-                            &true,
-                        )
-                        .map_err(|e| bind_err(std::io::Error::from(e)))?;
-                    }
-                    sock.set_reuseaddr(true).map_err(bind_err)?;
-                    // Accepted sockets inherit it: no system call per session.
-                    sock.set_nodelay(true).map_err(bind_err)?;
-                    sock.bind(*sa).map_err(bind_err)?;
-                    Bound::Tcp(sock.listen(limits.backlog).map_err(bind_err)?)
-                }
+                ListenAddr::Tcp(sa) => Bound::Tcp(tcp_listener(*sa, limits.backlog)?),
                 ListenAddr::Unix(path) => {
                     let _ = std::fs::remove_file(path);
                     Bound::Unix(UnixListener::bind(path).map_err(|source| Error::Bind {
@@ -414,6 +388,31 @@ async fn read_with<R>(stream: &mut Stream, take: impl FnOnce(&[u8]) -> R) -> io:
         })
     })
     .await
+}
+
+/// A listening TCP socket for `sa`, whose accepted sockets send without delay.
+fn tcp_listener(sa: SocketAddr, backlog: u32) -> Result<TcpListener, Error> {
+    let bind_err = |source| Error::Bind {
+        addr: sa.to_string(),
+        source,
+    };
+    let sock = if sa.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(bind_err)?;
+    if sa.is_ipv6() {
+        // `listen on ::` beside `listen on 0.0.0.0` (the default pair) must
+        // not also claim IPv4, or the second bind fails on Linux.
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::Ipv6V6Only, &true)
+            .map_err(|e| bind_err(std::io::Error::from(e)))?;
+    }
+    sock.set_reuseaddr(true).map_err(bind_err)?;
+    // Accepted sockets inherit it: no system call per session.
+    sock.set_nodelay(true).map_err(bind_err)?;
+    sock.bind(sa).map_err(bind_err)?;
+    sock.listen(backlog).map_err(bind_err)
 }
 
 /// Which limit refused a connection, for the log.
@@ -871,6 +870,20 @@ async fn flush(stream: &mut Stream, out: &mut Vec<u8>) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_send_without_delay() {
+        let listener = tcp_listener("127.0.0.1:0".parse().unwrap(), 8).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let bound = Bound::Tcp(listener);
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (stream, origin) = accept(&bound).await.unwrap();
+        assert!(matches!(origin, Origin::Inet(_)));
+        let Stream::Tcp(s) = stream else {
+            panic!("not a TCP stream")
+        };
+        assert!(s.nodelay().unwrap());
+    }
 
     fn counters() -> Arc<Mutex<Counters>> {
         Arc::new(Mutex::new(Counters {
