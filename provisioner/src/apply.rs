@@ -324,12 +324,22 @@ fn remove_stale_temps(dir: &Path) {
     }
 }
 
+/// Creates `dir` and its missing parents as 0755 whatever the umask, as files get their
+/// mode whatever it is: under a hardening umask (027, 077) the directories would shut
+/// out the daemons that read the files (Dovecot's unprivileged auth processes, the mta).
+/// Directories that already exist keep the mode the operator gave them.
 fn create_dirs(dir: &Path) -> Result<(), Error> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(io(dir, "create directory"))
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    for d in missing.into_iter().rev() {
+        match fs::DirBuilder::new().mode(0o755).create(d) {
+            Ok(()) => fs::set_permissions(d, fs::Permissions::from_mode(0o755))
+                .map_err(io(d, "set the mode of directory"))?,
+            // Made meanwhile by another writer: theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(d, "create directory")(e)),
+        }
+    }
+    Ok(())
 }
 
 fn write_temp(plan: &Planned<'_>) -> Result<PathBuf, Error> {

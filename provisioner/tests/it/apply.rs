@@ -1,7 +1,7 @@
 //! Apply: atomic, idempotent, reloads only what changed, failures reported and retried.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -351,4 +351,36 @@ fn a_crash_mid_apply_never_leaves_a_truncated_file() {
     // The next apply sweeps what the killed runs left behind.
     apply(&crash_set(&config, 'a'), &config).unwrap();
     assert_eq!(temp_files_under(&config.paths.root), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn new_directories_are_0755_under_a_hardening_umask_and_existing_ones_keep_their_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::under_root(dir.path());
+    let own = config.paths.root.join("dkim");
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let key = RenderedFile {
+        mode: 0o400,
+        ..file(&config, "dkim/example.org/s1.key", "KEY\n")
+    };
+    let conf = file(&config, "dovecot/conf.d/10-auth.conf", "auth\n");
+
+    // This test runs in a process of its own (nextest), so the umask it sets stays here.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let result = apply(&[key.clone(), conf.clone()], &config);
+    nix::sys::stat::umask(old);
+    result.unwrap();
+
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+    for d in [
+        config.paths.root.join("dkim/example.org"),
+        config.paths.root.join("dovecot"),
+        config.paths.root.join("dovecot/conf.d"),
+    ] {
+        assert_eq!(mode(&d), 0o755, "{}", d.display());
+    }
+    assert_eq!(mode(&own), 0o711);
+    assert_eq!(mode(&key.path), 0o400);
+    assert_eq!(mode(&conf.path), 0o640);
 }
