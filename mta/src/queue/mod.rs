@@ -145,6 +145,9 @@ struct State {
     /// (next try, envelope) of every recipient waiting, not in flight.
     due: BTreeSet<(i64, EvpId)>,
     inflight: HashSet<EvpId>,
+    /// In-flight recipients `remove` was asked for: dropped when their attempt ends,
+    /// unless it delivered them.
+    removing: HashSet<EvpId>,
     dest_inflight: HashMap<String, usize>,
     /// Due recipients set aside because their destination had no free delivery slot,
     /// by destination; each free slot puts the next message's back into `due`.
@@ -610,7 +613,7 @@ impl Queue {
     /// Recipients in flight are left alone.
     pub async fn remove(&self, id: &str) -> Result<usize, Error> {
         let filter = IdFilter::parse(id)?;
-        let targets: Vec<EvpId> = {
+        let (targets, in_flight): (Vec<EvpId>, usize) = {
             let mut guard = self.state();
             let st = &mut *guard;
             let targets: HashSet<EvpId> = st
@@ -623,7 +626,17 @@ impl Queue {
             for held in st.held_paused.iter_mut().chain(st.held_full.values_mut()) {
                 held.retain(keep);
             }
-            targets.into_iter().collect()
+            // An attempt under way cannot be called back: its recipients are dropped
+            // when it ends, instead of being deferred or bounced.
+            let flying: Vec<EvpId> = st
+                .inflight
+                .iter()
+                .filter(|e| filter.matches(**e))
+                .copied()
+                .collect();
+            let in_flight = flying.len();
+            st.removing.extend(flying);
+            (targets.into_iter().collect(), in_flight)
         };
         let mut by_msg: HashMap<MsgId, Vec<EvpId>> = HashMap::new();
         for e in &targets {
@@ -645,7 +658,7 @@ impl Queue {
             .counters
             .removed
             .fetch_add(targets.len() as u64, Ordering::Relaxed);
-        Ok(targets.len())
+        Ok(targets.len() + in_flight)
     }
 
     /// `pause mda|mta` (true) / `resume` (false): recipients of local (`relay` false) or

@@ -388,6 +388,7 @@ impl<D: Dispatch> Scheduler<D> {
             }
             for rref in &w.rcpts {
                 st.inflight.remove(&rref.evpid);
+                let removing = st.removing.remove(&rref.evpid);
                 let outcome = outcomes
                     .iter()
                     .find(|o| o.evpid == rref.evpid)
@@ -427,6 +428,19 @@ impl<D: Dispatch> Scheduler<D> {
                             stat,
                         })
                     );
+                }
+                if removing && !matches!(outcome, Outcome::Delivered(_)) {
+                    tracing::info!(
+                        "delivery: Remove for {}: stat=Removed by administrator",
+                        rref.evpid
+                    );
+                    self.queue
+                        .inner
+                        .counters
+                        .removed
+                        .fetch_add(1, Ordering::Relaxed);
+                    entry.env.rcpts.remove(idx);
+                    continue;
                 }
                 let notify = entry.env.rcpts[idx].recipient.notify;
                 let report = |r: &super::StoredRcpt, diagnostic: &str| bounce::FailedRcpt {
@@ -549,6 +563,8 @@ impl<D: Dispatch> Scheduler<D> {
             let retry_at = now + self.backoff(1);
             for f in &failures {
                 st.inflight.remove(&f.evpid);
+                // Its report is queued already: a removal asked for meanwhile is moot.
+                st.removing.remove(&f.evpid);
                 if queued.is_err() {
                     if let Some(r) = st
                         .messages

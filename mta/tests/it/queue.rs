@@ -892,6 +892,45 @@ async fn remove_and_schedule_act_on_waiting_envelopes() {
     ));
 }
 
+#[tokio::test]
+async fn remove_during_an_attempt_drops_what_the_attempt_did_not_deliver() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), quick_retries(), clock()).unwrap();
+    let d = Arc::new(Scripted {
+        hold: Some(Duration::from_millis(300)),
+        ..Scripted::default()
+    });
+    d.answer("later@example.net", Outcome::TempFail("451 later".into()));
+    d.answer(
+        "never@example.net",
+        Outcome::PermFail("550 no such user".into()),
+    );
+    let s = Scheduler::new(q.clone(), d.clone());
+    let mut ids = Vec::new();
+    for rcpt in ["later@example.net", "never@example.net", "now@example.net"] {
+        let env = envelope(Some("a@example.org"), &[(rcpt, "deliver")]);
+        ids.push(enqueue(&q, env, MSG).await);
+    }
+
+    // All three attempts are under way when the operator removes the messages.
+    let attempts = tokio::spawn(async move { s.run_once().await });
+    while q.list().iter().filter(|e| e.inflight).count() < 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for id in &ids {
+        assert_eq!(q.remove(id).await.unwrap(), 1);
+    }
+    assert_eq!(attempts.await.unwrap(), 3);
+
+    // The deferral is not rescheduled and the refusal not bounced; the delivery stands.
+    assert!(q.list().is_empty(), "{:?}", q.list());
+    let actions: Vec<String> = d.calls().into_iter().map(|(a, _)| a).collect();
+    assert_eq!(actions, ["deliver", "deliver", "deliver"]);
+    assert_eq!(q.stats().removed, 2);
+    assert_eq!(q.stats().delivered, 1);
+    assert!(files(&dir.path().join("queue")).is_empty());
+}
+
 fn golden(name: &str, actual: &[u8]) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
