@@ -485,7 +485,8 @@ impl Queue {
         self.inner.queue_dir.join(format!("{msgid}.env"))
     }
 
-    /// Every envelope (one entry per recipient) as the running daemon sees it.
+    /// Every envelope (one entry per recipient) as the running daemon sees it; one
+    /// removed during its attempt is gone already.
     pub fn list(&self) -> Vec<QueueEntry> {
         let st = self.state();
         let mut out: Vec<QueueEntry> = st
@@ -495,6 +496,7 @@ impl Queue {
                 e.env
                     .rcpts
                     .iter()
+                    .filter(|r| !st.removing.contains(&r.evpid))
                     .map(|r| QueueEntry::new(&e.env, r, st.inflight.contains(&r.evpid)))
             })
             .collect();

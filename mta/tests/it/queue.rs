@@ -920,6 +920,7 @@ async fn remove_during_an_attempt_drops_what_the_attempt_did_not_deliver() {
     for id in &ids {
         assert_eq!(q.remove(id).await.unwrap(), 1);
     }
+    assert!(q.list().is_empty(), "listed after remove: {:?}", q.list());
     assert_eq!(attempts.await.unwrap(), 3);
 
     // The deferral is not rescheduled and the refusal not bounced; the delivery stands.
