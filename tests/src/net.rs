@@ -3,11 +3,23 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-/// A port that was free on 127.0.0.1 a moment ago. The kernel hands out ephemeral ports
-/// in sequence, so two calls in a row do not collide.
+/// A port that was free on 127.0.0.1 a moment ago, below the kernel's ephemeral range
+/// (32768 and up): a server port taken from that range can be grabbed, before the server
+/// binds it, as the source port of some other test's client connection (the load tests
+/// open thousands). Each test process walks its own sequence, so two calls in a row and
+/// two processes rarely meet.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on 127.0.0.1");
-    l.local_addr().expect("local address").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..20_000 {
+        let n = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(101));
+        let port = 10_000 + (n % 22_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between 10000 and 32000");
 }
 
 /// Waits until something accepts connections on `addr`, or panics after `timeout`.
