@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use fugu_tests::fugu::{Root, smtpd_command};
+use fugu_tests::fugu::{Root, one_user_conf, smtpd_command};
 use fugu_tests::net::{free_port, wait_for_port};
 use fugu_tests::process::Child;
-use fugu_tests::smtp::Client;
+use fugu_tests::smtp::send_message;
 
 #[test]
 fn smtpd_n_accepts_a_valid_config_and_dumps_it() {
@@ -115,20 +115,12 @@ fn eight_sessions(smtp: std::net::SocketAddr) {
     let clients: Vec<_> = (0..8)
         .map(|i| {
             std::thread::spawn(move || {
-                let mut c = Client::connect(smtp);
-                c.expect("220 *");
-                c.send("EHLO client.test");
-                c.expect("250*");
-                c.send("MAIL FROM:<sender@client.test>");
-                c.expect("250 *");
-                c.send("RCPT TO:<bob@example.org>");
-                c.expect("250 *");
-                c.send("DATA");
-                c.expect("354 *");
-                c.send_raw(format!("Subject: {i}\r\n\r\nbody\r\n.\r\n").as_bytes());
-                c.expect("250 *");
-                c.send("QUIT");
-                c.expect("221 *");
+                send_message(
+                    smtp,
+                    "sender@client.test",
+                    "bob@example.org",
+                    &i.to_string(),
+                )
             })
         })
         .collect();
@@ -142,16 +134,11 @@ fn the_daemon_shares_one_malloc_arena_unless_the_operator_set_a_limit() {
     let run = |env: Option<&str>| {
         let root = Root::new();
         let port = free_port();
-        root.write("users", &format!("bob 0:0:{}\n", root.path().display()));
-        let conf = root.write(
-            "smtpd.conf",
-            &format!(
-                "table users file:{r}/users\n\
-                 listen on 127.0.0.1 port {port}\n\
-                 action \"md\" maildir \"{r}/mail/%{{rcpt.user}}\" userbase <users>\n\
-                 match from any for domain \"example.org\" action \"md\"\n",
-                r = root.path().display()
-            ),
+        let conf = one_user_conf(
+            &root,
+            port,
+            "example.org",
+            r#"maildir "{root}/mail/%{rcpt.user}""#,
         );
         let mut cmd = smtpd_command(&conf, &root.join("spool"));
         cmd.env_remove("GLIBC_TUNABLES")

@@ -13,6 +13,24 @@ pub fn smtpd_command(conf: &Path, spool: &Path) -> Command {
     cmd
 }
 
+/// A one-listener smtpd.conf in `root`: `listen on 127.0.0.1 port PORT`, local user
+/// `bob` (owned by root, home in the root) and mail for `domain` to `action`, whose
+/// text may name `{root}` (e.g. `maildir "{root}/mail/%{rcpt.user}"`).
+pub fn one_user_conf(root: &Root, port: u16, domain: &str, action: &str) -> PathBuf {
+    let r = root.path().display().to_string();
+    root.write("users", &format!("bob 0:0:{r}\n"));
+    root.write(
+        "smtpd.conf",
+        &format!(
+            "table users file:{r}/users\n\
+             listen on 127.0.0.1 port {port}\n\
+             action \"a\" {} userbase <users>\n\
+             match from any for domain \"{domain}\" action \"a\"\n",
+            action.replace("{root}", &r)
+        ),
+    )
+}
+
 /// The user the tests run as: virtual recipients' maildirs belong to it.
 pub fn whoami() -> String {
     nix::unistd::User::from_uid(nix::unistd::geteuid())

@@ -101,6 +101,25 @@ impl Client {
     }
 }
 
+/// One whole transaction over a new connection, each reply checked: EHLO, MAIL, RCPT,
+/// DATA with a one-line message, QUIT.
+pub fn send_message(addr: SocketAddr, from: &str, to: &str, subject: &str) {
+    let mut c = Client::connect(addr);
+    c.expect("220 *");
+    c.send("EHLO client.test");
+    c.expect("250*");
+    c.send(&format!("MAIL FROM:<{from}>"));
+    c.expect("250 *");
+    c.send(&format!("RCPT TO:<{to}>"));
+    c.expect("250 *");
+    c.send("DATA");
+    c.expect("354 *");
+    c.send_raw(format!("Subject: {subject}\r\n\r\nbody\r\n.\r\n").as_bytes());
+    c.expect("250 *");
+    c.send("QUIT");
+    c.expect("221 *");
+}
+
 /// `*` matches any run of characters; everything else is literal.
 pub fn glob(pattern: &str, text: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();

@@ -195,22 +195,13 @@ impl Smtpd {
         use std::time::Duration;
         let root = fugu_tests::fugu::Root::new();
         let port = fugu_tests::net::free_port();
-        root.write("users", &format!("bob 0:0:{}\n", root.path().display()));
-        let conf = root.write(
-            "smtpd.conf",
-            &format!(
-                "table users file:{root}/users\n\
-                 listen on 127.0.0.1 port {port}\n\
-                 action \"stuck\" lmtp \"{root}/nobody-listens.sock\" userbase <users>\n\
-                 match from any for domain \"stuck.test\" action \"stuck\"\n",
-                root = root.path().display()
-            ),
+        let conf = fugu_tests::fugu::one_user_conf(
+            &root,
+            port,
+            "stuck.test",
+            r#"lmtp "{root}/nobody-listens.sock""#,
         );
-        let mut cmd = std::process::Command::new(fugu_tests::fugu::bin());
-        cmd.args(["smtpd", "-d", "-f"])
-            .arg(&conf)
-            .arg("--spool")
-            .arg(root.join("spool"));
+        let cmd = fugu_tests::fugu::smtpd_command(&conf, &root.join("spool"));
         let child = fugu_tests::process::Child::spawn("fugu smtpd", cmd, &root.join("smtpd.log"));
         let smtp = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         fugu_tests::net::wait_for_port(smtp, Duration::from_secs(10));
@@ -228,19 +219,7 @@ impl Smtpd {
     }
 
     pub fn send(&self, from: &str, to: &str) {
-        let mut c = fugu_tests::smtp::Client::connect(self.smtp);
-        c.expect("220 *");
-        c.send("EHLO client.test");
-        c.expect("250 *");
-        c.send(&format!("MAIL FROM:<{from}>"));
-        c.expect("250 *");
-        c.send(&format!("RCPT TO:<{to}>"));
-        c.expect("250 *");
-        c.send("DATA");
-        c.expect("354 *");
-        c.send_raw(b"Subject: stuck\r\n\r\nbody\r\n.\r\n");
-        c.expect("250 *");
-        c.send("QUIT");
+        fugu_tests::smtp::send_message(self.smtp, from, to, "stuck");
     }
 }
 
