@@ -17,7 +17,7 @@ use fugu_tests::net::wait_for_port;
 use fugu_tests::netns;
 use fugu_tests::postfix::self_signed;
 use fugu_tests::process::{Child, require_program};
-use fugu_tests::smtp::Client;
+use fugu_tests::smtp::send_message;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -190,19 +190,12 @@ fn sender(root: &Root, ca: &Path) -> Child {
 }
 
 fn send(subject: &str) {
-    let mut c = Client::connect(SocketAddr::new(ip("127.0.0.1"), 25));
-    c.expect("220 *");
-    c.send("EHLO client.example.org");
-    c.expect("250*");
-    c.send("MAIL FROM:<alice@example.org>");
-    c.expect("250 *");
-    c.send("RCPT TO:<bob@example.net>");
-    c.expect("250 *");
-    c.send("DATA");
-    c.expect("354 *");
-    c.send_raw(format!("Subject: {subject}\r\n\r\nbody\r\n.\r\n").as_bytes());
-    c.expect("250 *");
-    c.send("QUIT");
+    send_message(
+        SocketAddr::new(ip("127.0.0.1"), 25),
+        "alice@example.org",
+        "bob@example.net",
+        subject,
+    );
 }
 
 fn maildir(root: &Root, user: &str) -> Vec<String> {
