@@ -28,7 +28,7 @@
 //! page cache, [`JournalBody`]), so the daemon does not keep a burst's messages in its
 //! own memory. Its files are written when it needs them: an envelope
 //! rewrite (a deferral, a partial delivery) writes both, and a journal checkpoint writes
-//! whatever is missing from the journal's records before truncating. Mail relayed at once
+//! whatever is missing from the journal's records before emptying it. Mail relayed at once
 //! thus costs no file creation, which under load was the most expensive call (ext4
 //! allocating inodes next to just-deleted ones, under the directory lock). Larger
 //! messages are written to `incoming/` as they arrive and renamed into `queue/` by the
@@ -36,8 +36,8 @@
 //!
 //! The files in `queue/` become durable on their own only at a journal checkpoint (past
 //! [`journal::CHECKPOINT_BYTES`]), which fsyncs the files of the messages still queued,
-//! then `queue/`, then truncates the journal; when every message in the journal has left
-//! the queue (and it passed [`journal::TRUNCATE_BYTES`]) the journal is simply truncated.
+//! then `queue/`, then empties the journal; when every message in the journal has left
+//! the queue (and it passed [`journal::TRUNCATE_BYTES`]) the journal is simply emptied.
 //! Removing a delivered message needs no fsync: a file or record that reappears after a
 //! crash only means the message is delivered again (at least once, never lost). Envelope
 //! rewrites after a delivery attempt are written to a temporary file, fsynced and renamed

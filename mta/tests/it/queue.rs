@@ -1232,7 +1232,7 @@ fn strace_shows_every_acknowledgement_after_the_journal_fdatasync_of_its_message
         "-s".into(),
         "64".into(),
         "-e".into(),
-        "trace=fsync,fdatasync,write".into(),
+        "trace=fsync,fdatasync,write,pwrite64".into(),
         "-o".into(),
         log.display().to_string(),
     ];
@@ -1241,19 +1241,16 @@ fn strace_shows_every_acknowledgement_after_the_journal_fdatasync_of_its_message
     let acked = committed_ids(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(acked.len(), 200);
 
-    // Nothing was delivered, so the journal still holds every record, in write order.
+    // Nothing was delivered, so the journal still holds every record, in write order,
+    // and nothing but zeros (space written ahead) after them.
     let journal = std::fs::read(spool.join(mta::queue::journal::FILE_NAME)).unwrap();
     let mut end_of: HashMap<String, u64> = HashMap::new();
-    let mut at = 0u64;
-    let (records, whole) = mta::queue::journal::decode(&journal);
-    assert_eq!(whole, journal.len());
-    for r in records {
-        let mut one = Vec::new();
-        mta::queue::journal::encode(&mut one, &r);
-        at += one.len() as u64;
+    let (_, whole) = mta::queue::journal::decode(&journal);
+    assert!(journal[whole..].iter().all(|b| *b == 0));
+    for (r, end) in mta::queue::journal::records(&journal) {
         if let mta::queue::journal::Record::Commit { msgid, msg, .. } = r {
             assert!(msg.ends_with(format!("{}\r\n", "x".repeat(2000)).as_bytes()));
-            end_of.insert(msgid.to_string(), at);
+            end_of.insert(msgid.to_string(), end as u64);
         }
     }
 
@@ -1261,7 +1258,9 @@ fn strace_shows_every_acknowledgement_after_the_journal_fdatasync_of_its_message
     let calls = parse_strace(&text);
     let journal_fd = format!("<{}>", spool.join("commit.log").display());
     // One committer thread writes and syncs the journal, so its calls are in order:
-    // an fdatasync covers every byte written before it. (line it ended, bytes covered)
+    // an fdatasync covers every byte written before it. Records are written one after
+    // another at rising offsets; the zeros written ahead of them do not count.
+    // (line it ended, where the records covered end)
     let mut written = 0u64;
     let mut syncs: Vec<(usize, u64)> = Vec::new();
     let mut audited = 0;
@@ -1270,8 +1269,18 @@ fn strace_shows_every_acknowledgement_after_the_journal_fdatasync_of_its_message
             "fsync" | "fdatasync" if c.result.starts_with('0') && c.args.contains(&journal_fd) => {
                 syncs.push((c.ended, written));
             }
-            "write" if c.args.contains(&journal_fd) => {
-                written += c.result.trim().parse::<u64>().unwrap_or(0);
+            "pwrite64" if c.args.contains(&journal_fd) && !c.args.contains("\"\\0\\0") => {
+                let offset: u64 = c
+                    .args
+                    .trim_end_matches(')')
+                    .rsplit(", ")
+                    .next()
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
+                let n: u64 = c.result.trim().parse().unwrap_or(0);
+                written = written.max(offset + n);
             }
             "write" if c.args.contains("COMMITTED ") => {
                 let id = c.args.split("COMMITTED ").nth(1).unwrap()[..8].to_string();
