@@ -263,6 +263,7 @@ async fn serve(opts: Options, spool: PathBuf, state: State) -> Result<(), StartE
     let _ = server_task.await;
     scheduler_task.abort();
     control_task.abort();
+    queue.flush_done().await;
     let _ = std::fs::remove_file(spool.join(CONTROL_SOCKET));
     Ok(())
 }

@@ -271,6 +271,9 @@ pub(super) struct Journal {
     materialized: HashSet<MsgId>,
     /// Records waiting for the next write.
     pending: Vec<u8>,
+    /// Where the first `C` record in `pending` starts (the `D` records before it are
+    /// written even when the round is refused).
+    first_commit: Option<usize>,
     /// [`TRUNCATE_BYTES`], lowered by tests.
     truncate_at: u64,
 }
@@ -302,6 +305,7 @@ impl Journal {
             live: HashSet::new(),
             materialized: HashSet::new(),
             pending: Vec::new(),
+            first_commit: None,
             truncate_at: TRUNCATE_BYTES,
         };
         j.new_epoch()?;
@@ -317,6 +321,7 @@ impl Journal {
     /// [`flush`](Journal::flush) returned.
     pub(super) fn add_commit(&mut self, msgid: MsgId, env: &[u8], msg: &[u8]) -> Span {
         let offset = self.len + (self.pending.len() + HEADER + env.len()) as u64;
+        self.first_commit.get_or_insert(self.pending.len());
         encode_parts(
             &mut self.pending,
             Sum::Epoch(self.epoch),
@@ -400,7 +405,9 @@ impl Journal {
             if room(step - self.written) { step } else { end }
         };
         if sync && !self.pending.is_empty() && !room(grow_to - self.written) {
-            self.pending.clear();
+            let keep = self.first_commit.take().unwrap_or(self.pending.len());
+            self.pending.truncate(keep);
+            let _ = self.flush(false);
             return Err(io_error(
                 &self.path,
                 std::io::Error::from(std::io::ErrorKind::StorageFull),
@@ -409,6 +416,7 @@ impl Journal {
         if self.live.is_empty() && !sync && end >= self.truncate_at {
             // Nothing in the journal is needed any more: start it afresh.
             self.pending.clear();
+            self.first_commit = None;
             return self.new_epoch();
         }
         if !self.pending.is_empty() {
@@ -417,6 +425,7 @@ impl Journal {
                 .write_all_at(&self.pending, self.len)
                 .and_then(|()| self.write_zeros(end, grow_to));
             self.pending.clear();
+            self.first_commit = None;
             // A round for a thousand sessions is megabytes; do not keep that around.
             if self.pending.capacity() > PENDING_KEEP {
                 self.pending = Vec::new();

@@ -454,6 +454,46 @@ fn quick_retries() -> QueueConfig {
     }
 }
 
+/// `D` records wait for the committer's next round (or its 100 ms timer, or
+/// `flush_done` as the daemon stops) instead of waking it once per delivery, and are
+/// written before the round's `C` records.
+#[tokio::test]
+async fn done_records_ride_on_the_next_commit_round_before_its_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), quick_retries(), clock()).unwrap();
+    let d = Arc::new(Scripted::default());
+    let s = Scheduler::new(q.clone(), d.clone());
+    let first = enqueue(&q, envelope(None, &[("now@example.net", "deliver")]), MSG).await;
+    assert_eq!(s.run_once().await, 1);
+    let second = enqueue(&q, envelope(None, &[("next@example.net", "deliver")]), MSG).await;
+    // The commit of the second message returned: its round carried the first's `D`.
+    let journal = std::fs::read(dir.path().join(mta::queue::journal::FILE_NAME)).unwrap();
+    let records: Vec<String> = mta::queue::journal::decode(&journal)
+        .0
+        .into_iter()
+        .map(|r| match r {
+            mta::queue::journal::Record::Commit { msgid, .. } => format!("C {msgid}"),
+            mta::queue::journal::Record::Done(msgid) => format!("D {msgid}"),
+        })
+        .collect();
+    assert_eq!(
+        records,
+        vec![
+            format!("C {first}"),
+            format!("D {first}"),
+            format!("C {second}")
+        ]
+    );
+    assert_eq!(s.run_once().await, 1);
+    q.flush_done().await;
+    let journal = std::fs::read(dir.path().join(mta::queue::journal::FILE_NAME)).unwrap();
+    let last = mta::queue::journal::decode(&journal).0.pop();
+    assert_eq!(
+        last,
+        Some(mta::queue::journal::Record::Done(second.parse().unwrap()))
+    );
+}
+
 #[tokio::test]
 async fn a_message_held_only_in_the_journal_gets_its_files_when_deferred_and_none_when_delivered() {
     let dir = tempfile::tempdir().unwrap();
