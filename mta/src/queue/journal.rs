@@ -280,12 +280,13 @@ pub(super) struct Journal {
 
 impl Journal {
     /// Opens the journal of a spool whose [`recover`] already ran (it is empty then).
-    /// The header of the first epoch is written with the first round.
+    /// The header of its first epoch is written now and synced by the first round.
     pub(super) fn open(spool: &Path, queue_dir: &Path) -> Result<Journal, Error> {
         let path = spool.join(FILE_NAME);
         let file = OpenOptions::new()
             .create(true)
             .write(true)
+            .truncate(false)
             .mode(0o600)
             .open(&path)
             .map_err(|e| io_error(&path, e))?;
