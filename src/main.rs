@@ -5,6 +5,7 @@ mod access_cli;
 mod admin;
 mod admin_cli;
 mod ctl;
+mod logline;
 mod provision;
 mod quickstart;
 mod sendmail;

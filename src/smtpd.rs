@@ -103,7 +103,7 @@ pub fn init_logging(verbose: bool) {
     // `fugu ctl log verbose|brief` swaps the filter of the running daemon.
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let fmt = tracing_subscriber::fmt::layer()
-        .with_target(false)
+        .event_format(crate::logline::LogLine)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if tracing_subscriber::registry()
