@@ -708,7 +708,7 @@ async fn converse(ctx: &ConnCtx, open: &mut Opened) {
                         ctx.backend.record_failure(ip, failure);
                     }
                     filters.server_reply(&r);
-                    out.extend_from_slice(r.to_wire().as_bytes());
+                    r.write_wire(&mut out);
                     continue;
                 }
                 Action::StartTls => {

@@ -686,10 +686,10 @@ impl Session {
     }
 
     fn log(&mut self, line: String) {
-        let line = format!("{:016x} {line}", self.peer.session_id);
-        tracing::info!(target: "smtp", "{line}");
+        tracing::info!(target: "smtp", "{:016x} {line}", self.peer.session_id);
         #[cfg(test)]
-        self.logs.push(line);
+        self.logs
+            .push(format!("{:016x} {line}", self.peer.session_id));
     }
 
     /// RFC 3848 protocol name for Received and the envelope.

@@ -65,7 +65,32 @@ impl Reply {
 
     /// The reply as it goes on the wire, CRLF-terminated, `code-` continuation lines.
     pub fn to_wire(&self) -> String {
-        self.to_string()
+        let mut out = Vec::new();
+        self.write_wire(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends [`to_wire`](Reply::to_wire)'s bytes to `out`: the session writes its
+    /// replies straight into its output buffer, without a string of their own or the
+    /// formatting machinery (seven replies for every message).
+    pub fn write_wire(&self, out: &mut Vec<u8>) {
+        let code = [
+            b'0' + (self.code / 100 % 10) as u8,
+            b'0' + (self.code / 10 % 10) as u8,
+            b'0' + (self.code % 10) as u8,
+        ];
+        let n = self.lines.len().max(1);
+        for i in 0..n {
+            out.extend_from_slice(&code);
+            out.push(if i + 1 == n { b' ' } else { b'-' });
+            if !self.status.is_empty() {
+                out.extend_from_slice(self.status.as_bytes());
+                out.push(b' ');
+            }
+            let text = self.lines.get(i).map(String::as_str).unwrap_or("");
+            out.extend_from_slice(text.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
     }
 }
 
@@ -83,17 +108,7 @@ fn is_status(s: &str) -> bool {
 
 impl fmt::Display for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.lines.len().max(1);
-        for i in 0..n {
-            let sep = if i + 1 == n { ' ' } else { '-' };
-            let text = self.lines.get(i).map(String::as_str).unwrap_or("");
-            write!(f, "{}{}", self.code, sep)?;
-            if !self.status.is_empty() {
-                write!(f, "{} ", self.status)?;
-            }
-            write!(f, "{text}\r\n")?;
-        }
-        Ok(())
+        f.write_str(&self.to_wire())
     }
 }
 
@@ -572,6 +587,27 @@ mod tests {
         );
         assert_eq!(Reply::parse("250 ok"), None);
         assert_eq!(Reply::parse("5x0 bad"), None);
+    }
+
+    #[test]
+    fn the_wire_form_has_the_code_on_every_line_and_the_status_after_it() {
+        let r = Reply {
+            code: 451,
+            status: "4.3.0".into(),
+            lines: vec!["first".into(), String::new(), "last".into()],
+        };
+        let mut out = b"pending ".to_vec();
+        r.write_wire(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "pending 451-4.3.0 first\r\n451-4.3.0 \r\n451 4.3.0 last\r\n"
+        );
+        let bare = Reply {
+            code: 354,
+            status: String::new(),
+            lines: vec![],
+        };
+        assert_eq!(bare.to_string(), "354 \r\n");
     }
 
     #[test]
