@@ -8,6 +8,7 @@
 //! the server offers it.
 
 use std::collections::VecDeque;
+use std::io::Write as _;
 
 use crate::queue::Outcome;
 
@@ -21,18 +22,19 @@ pub struct Reply {
 impl Reply {
     /// The reply as one line for logs, queue errors and DSNs: `550 5.1.1 no such user`.
     pub fn text(&self) -> String {
-        let body = self
+        use std::fmt::Write as _;
+        let parts = self
             .lines
             .iter()
             .map(|l| l.trim())
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
-        if body.is_empty() {
-            self.code.to_string()
-        } else {
-            format!("{} {body}", self.code)
+            .filter(|l| !l.is_empty());
+        let mut out = String::with_capacity(4 + parts.clone().map(|l| l.len() + 1).sum::<usize>());
+        let _ = write!(out, "{}", self.code);
+        for l in parts {
+            out.push(' ');
+            out.push_str(l);
         }
+        out
     }
 
     fn outcome(&self) -> Outcome {
@@ -73,31 +75,33 @@ impl ReplyReader {
     /// The next complete reply, if the bytes so far hold one.
     pub fn next_reply(&mut self) -> Result<Option<Reply>, MalformedReply> {
         loop {
-            let Some(end) = self.buf.iter().position(|&b| b == b'\n') else {
+            let Some(end) = memchr::memchr(b'\n', &self.buf) else {
                 if self.buf.len() > MAX_LINE {
                     return Err(MalformedReply("line too long".into()));
                 }
                 return Ok(None);
             };
-            let raw: Vec<u8> = self.buf.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&raw);
-            let line = line.trim_end_matches(['\r', '\n']);
-            let bytes = line.as_bytes();
-            let code = line
-                .get(..3)
-                .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|c| c.parse::<u16>().ok())
-                .filter(|c| (200..600).contains(c))
-                .ok_or_else(|| MalformedReply(line.to_string()))?;
-            if self.code.is_some_and(|c| c != code) {
-                return Err(MalformedReply(line.to_string()));
-            }
+            let (code, sep, text) = {
+                let line = String::from_utf8_lossy(&self.buf[..=end]);
+                let line = line.trim_end_matches(['\r', '\n']);
+                let code = line
+                    .get(..3)
+                    .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|c| c.parse::<u16>().ok())
+                    .filter(|c| (200..600).contains(c))
+                    .ok_or_else(|| MalformedReply(line.to_string()))?;
+                if self.code.is_some_and(|c| c != code) {
+                    return Err(MalformedReply(line.to_string()));
+                }
+                let sep = line.as_bytes().get(3).copied();
+                if !matches!(sep, None | Some(b' ') | Some(b'-')) {
+                    return Err(MalformedReply(line.to_string()));
+                }
+                (code, sep, line.get(4..).unwrap_or("").to_string())
+            };
+            self.buf.drain(..=end);
             self.code = Some(code);
-            let sep = bytes.get(3).copied();
-            if !matches!(sep, None | Some(b' ') | Some(b'-')) {
-                return Err(MalformedReply(line.to_string()));
-            }
-            self.lines.push(line.get(4..).unwrap_or("").to_string());
+            self.lines.push(text);
             if sep != Some(b'-') {
                 self.code = None;
                 return Ok(Some(Reply {
@@ -159,7 +163,8 @@ pub struct Transaction {
     /// `None` is the null reverse-path.
     pub mail_from: Option<String>,
     pub rcpts: Vec<String>,
-    pub body: Vec<u8>,
+    /// Shared: a delivery that finds its pooled connection dead resends it on a new one.
+    pub body: std::sync::Arc<[u8]>,
     /// The envelope asked for SMTPUTF8 or an address is not ASCII.
     pub smtputf8: bool,
     /// The content has 8-bit bytes (BODY=8BITMIME when the server offers it).
@@ -580,54 +585,53 @@ impl Session {
                 "552 5.3.4 message of {size} bytes exceeds the remote server's limit of {max}"
             )));
         }
-        let mut mail = format!("MAIL FROM:<{}>", t.mail_from.as_deref().unwrap_or(""));
-        if self.ext.size.is_some() {
-            mail.push_str(&format!(" SIZE={size}"));
-        }
-        if t.eight_bit && self.ext.eightbitmime {
-            mail.push_str(" BODY=8BITMIME");
-        }
-        if utf8 {
-            mail.push_str(" SMTPUTF8");
-        }
         let pipelined = self.ext.pipelining;
         let mut tx = Tx {
             outcomes: vec![None; n],
             accepted: Vec::new(),
-            pending: VecDeque::from([Expect::Mail]),
+            pending: VecDeque::with_capacity(n + 3),
             next_rcpt: 0,
             pipelined,
             mail_failed: false,
             t,
         };
-        let mut out = Vec::new();
+        // The whole group goes out in one write, built in one buffer.
+        let mut out = Vec::with_capacity(
+            64 + tx.t.mail_from.as_ref().map_or(0, String::len)
+                + tx.t.rcpts.iter().map(|r| r.len() + 12).sum::<usize>(),
+        );
         if rset {
-            tx.pending.push_front(Expect::Rset);
-            out.push(line("RSET"));
+            tx.pending.push_back(Expect::Rset);
+            out.extend_from_slice(b"RSET\r\n");
         }
-        out.push(line(&mail));
+        tx.pending.push_back(Expect::Mail);
+        out.extend_from_slice(b"MAIL FROM:<");
+        out.extend_from_slice(tx.t.mail_from.as_deref().unwrap_or("").as_bytes());
+        out.push(b'>');
+        if self.ext.size.is_some() {
+            let _ = write!(out, " SIZE={size}");
+        }
+        if tx.t.eight_bit && self.ext.eightbitmime {
+            out.extend_from_slice(b" BODY=8BITMIME");
+        }
+        if utf8 {
+            out.extend_from_slice(b" SMTPUTF8");
+        }
+        out.extend_from_slice(b"\r\n");
         if pipelined {
             // RFC 2920 §3.1: MAIL, every RCPT and DATA in one group.
             for (i, r) in tx.t.rcpts.iter().enumerate() {
-                out.push(line(&format!("RCPT TO:<{r}>")));
+                out.extend_from_slice(b"RCPT TO:<");
+                out.extend_from_slice(r.as_bytes());
+                out.extend_from_slice(b">\r\n");
                 tx.pending.push_back(Expect::Rcpt(i));
             }
             tx.next_rcpt = n;
-            out.push(line("DATA"));
+            out.extend_from_slice(b"DATA\r\n");
             tx.pending.push_back(Expect::Data);
         }
         self.state = State::Envelope(Box::new(tx));
-        match out.as_slice() {
-            [_] => out,
-            _ => vec![Action::Send(
-                out.into_iter()
-                    .flat_map(|a| match a {
-                        Action::Send(b) => b,
-                        _ => Vec::new(),
-                    })
-                    .collect(),
-            )],
-        }
+        vec![Action::Send(out)]
     }
 
     fn envelope_reply(&mut self, mut tx: Box<Tx>, reply: Reply) -> Vec<Action> {

@@ -271,7 +271,7 @@ impl Relayer {
                 (None, Some(s)) => Some(s.to_string()),
             },
             rcpts: req.rcpts.iter().map(|r| r.dest.clone()).collect(),
-            body: req.data.to_vec(),
+            body: Arc::from(req.data),
             smtputf8: req.msg.envelope.smtputf8,
             eight_bit: req.data.iter().any(|b| *b >= 0x80),
         };

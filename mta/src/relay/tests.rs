@@ -18,7 +18,7 @@ fn tx(rcpts: &[&str]) -> Transaction {
     Transaction {
         mail_from: Some("alice@fugu.test".into()),
         rcpts: rcpts.iter().map(|r| r.to_string()).collect(),
-        body: b"Subject: hi\r\n\r\n.hello\r\n".to_vec(),
+        body: b"Subject: hi\r\n\r\n.hello\r\n".to_vec().into(),
         smtputf8: false,
         eight_bit: false,
     }
