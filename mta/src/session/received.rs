@@ -11,6 +11,7 @@
 //! The `with` protocol is RFC 3848's: ESMTP, plus S for TLS and A for an authenticated
 //! session (ESMTPS, ESMTPA, ESMTPSA); SMTP for a HELO session.
 
+use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::time::SystemTime;
 
@@ -50,54 +51,78 @@ pub fn peer_literal(origin: &Origin) -> String {
 
 /// The whole header, folded, ending in CRLF.
 pub fn received_header(r: &ReceivedInfo<'_>) -> String {
-    let mut h = String::from("Received:");
+    // One buffer, written in place: this runs for every message.
+    let mut h = String::with_capacity(256);
+    h.push_str("Received:");
     if !r.mask_src {
         let rdns = match (r.rdns, r.origin) {
             (Some(n), _) => n,
             (None, Origin::Local) => "localhost",
             (None, _) => "unknown",
         };
-        h.push_str(&format!(
+        let _ = write!(
+            h,
             " from {} ({} {})\r\n\t",
-            sanitize(r.helo),
-            sanitize(rdns),
+            Clean(r.helo),
+            Clean(rdns),
             peer_literal(r.origin)
-        ));
+        );
     } else {
         h.push(' ');
     }
-    h.push_str(&format!(
-        "by {} (fugu) with {}",
-        sanitize(r.hostname),
-        r.protocol
-    ));
+    let _ = write!(h, "by {} (fugu) with {}", Clean(r.hostname), r.protocol);
     if let Some(tls) = r.tls {
         let verified = tls.client_cert.as_ref().is_some_and(|c| c.verified);
-        h.push_str(&format!(
+        let _ = write!(
+            h,
             "\r\n\t({}:{}:{}:{})",
-            sanitize(&tls.version),
-            sanitize(&tls.cipher),
+            Clean(&tls.version),
+            Clean(&tls.cipher),
             tls.bits,
             if verified { "YES" } else { "NO" }
-        ));
+        );
         if let Some(user) = r.received_auth {
             match user {
-                Some(u) => h.push_str(&format!(" auth=yes user={}", sanitize(u))),
+                Some(u) => {
+                    let _ = write!(h, " auth=yes user={}", Clean(u));
+                }
                 None => h.push_str(" auth=no"),
             }
         }
     }
     if let Some(rcpt) = r.single_rcpt {
-        h.push_str(&format!("\r\n\tfor <{}>", sanitize(rcpt)));
+        let _ = write!(h, "\r\n\tfor <{}>", Clean(rcpt));
     }
-    h.push_str(&format!(";\r\n\t{}\r\n", rfc5322_date(r.now)));
+    let _ = write!(h, ";\r\n\t{}\r\n", rfc5322_date(r.now));
     h
 }
 
-/// Client-supplied text in a header: no controls, no folding tricks.
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .take(255)
-        .collect()
+/// Client-supplied text in a header: no controls, no folding tricks, at most 255
+/// characters.
+struct Clean<'a>(&'a str);
+
+impl fmt::Display for Clean<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        if s.len() <= 255 && !s.chars().any(char::is_control) {
+            return f.write_str(s);
+        }
+        for c in s.chars().take(255) {
+            f.write_char(if c.is_control() { '?' } else { c })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_text_loses_its_controls_and_is_cut_at_255_characters() {
+        assert_eq!(Clean("a\r\nb\tc").to_string(), "a??b?c");
+        let long = "é".repeat(300);
+        assert_eq!(Clean(&long).to_string(), "é".repeat(255));
+        assert_eq!(Clean("mx.example.org").to_string(), "mx.example.org");
+    }
 }
