@@ -33,6 +33,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::envelope::{BodyType, DsnNotify, DsnRet, Envelope, Origin, Recipient};
 use crate::error::Error;
@@ -119,7 +120,8 @@ pub struct StoredEnvelope {
     pub encoding: MessageEncoding,
     /// A delivery status notification made by this queue (never bounced itself).
     pub is_bounce: bool,
-    pub header: Envelope,
+    /// Shared with every delivery attempt of the message.
+    pub header: Arc<Envelope>,
     pub rcpts: Vec<StoredRcpt>,
 }
 
@@ -525,7 +527,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<StoredEnvelope, Error> {
         expire: expire.ok_or_else(|| need("expire"))?,
         encoding: encoding.ok_or_else(|| need("message"))?,
         is_bounce,
-        header: Envelope {
+        header: Arc::new(Envelope {
             session_id: session.ok_or_else(|| need("session"))?,
             origin: origin.ok_or_else(|| need("origin"))?,
             helo: helo.ok_or_else(|| need("helo"))?,
@@ -539,7 +541,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<StoredEnvelope, Error> {
             dsn_ret,
             dsn_envid,
             recipients: Vec::new(),
-        },
+        }),
         rcpts: out_rcpts,
     })
 }
@@ -573,7 +575,7 @@ mod tests {
             expire: 1_700_345_600,
             encoding: MessageEncoding::Plain,
             is_bounce: false,
-            header: Envelope {
+            header: Arc::new(Envelope {
                 session_id: 0xaa,
                 origin: Origin::Inet("[2001:db8::1]:40000".parse().unwrap()),
                 helo: "client.example.org".into(),
@@ -587,7 +589,7 @@ mod tests {
                 dsn_ret: Some(DsnRet::Headers),
                 dsn_envid: Some("QQ314159".into()),
                 recipients: vec![],
-            },
+            }),
             rcpts: vec![StoredRcpt {
                 evpid: EvpId(0x1a2b3c4d_00000001),
                 recipient: Recipient {
@@ -624,8 +626,8 @@ mod tests {
     #[test]
     fn null_sender_and_local_origin_round_trip() {
         let mut e = sample();
-        e.header.mail_from = None;
-        e.header.origin = Origin::Local;
+        Arc::make_mut(&mut e.header).mail_from = None;
+        Arc::make_mut(&mut e.header).origin = Origin::Local;
         e.is_bounce = true;
         let d = decode(Path::new("x"), encode(&e).as_bytes()).unwrap();
         assert_eq!(d, e);

@@ -622,7 +622,7 @@ impl Queue {
         let e = st.messages.get(&msgid)?;
         Some(MessageRef {
             msgid,
-            envelope: Arc::new(e.env.header.clone()),
+            envelope: e.env.header.clone(),
             ctime: e.env.ctime,
             path: self.msg_path(msgid),
             encoding: e.env.encoding,
@@ -1078,7 +1078,7 @@ impl Incoming {
             expire: now.saturating_add(ttl),
             encoding: self.encoding,
             is_bounce: self.is_bounce,
-            header,
+            header: Arc::new(header),
             rcpts: recipients
                 .into_iter()
                 .map(|recipient| StoredRcpt {

@@ -313,7 +313,7 @@ impl<D: Dispatch> Scheduler<D> {
                     works.push(Work {
                         msg: MessageRef {
                             msgid,
-                            envelope: Arc::new(entry.env.header.clone()),
+                            envelope: entry.env.header.clone(),
                             ctime: entry.env.ctime,
                             path: self.queue.msg_path(msgid),
                             encoding: entry.env.encoding,

@@ -999,7 +999,7 @@ fn golden_envelope(ret: Option<DsnRet>) -> mta::queue::StoredEnvelope {
         expire: T0 as i64 + 4 * 86400,
         encoding: Default::default(),
         is_bounce: false,
-        header,
+        header: header.into(),
         rcpts: vec![],
     }
 }
