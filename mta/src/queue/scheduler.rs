@@ -6,9 +6,12 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::format::{RcptState, StoredEnvelope};
@@ -16,6 +19,23 @@ use super::id::{EvpId, MsgId, random_u64};
 use super::{Queue, bounce, codec, io_error};
 use crate::envelope::{Envelope, Origin, Recipient};
 use crate::error::Error;
+
+/// A future whose panic becomes an error, as a spawned task's does, without a task of
+/// its own: every delivery attempt runs through one. Boxed, so the attempt's task stays
+/// small while the agent's state (several KiB for a relay) is allocated once.
+struct CatchUnwind<'a, T>(Pin<Box<dyn Future<Output = T> + Send + 'a>>);
+
+impl<T> Future for CatchUnwind<'_, T> {
+    type Output = std::thread::Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
 
 /// What a delivery agent reports for one recipient. The text is the peer's reply or the
 /// agent's error, e.g. `250 2.0.0 <x> Saved` or `452 4.2.2 Quota exceeded`.
@@ -345,15 +365,13 @@ impl<D: Dispatch> Scheduler<D> {
     }
 
     async fn attempt(&self, w: Work) {
-        let d = self.dispatch.clone();
-        let (action, msg, rcpts) = (w.action.clone(), w.msg.clone(), w.rcpts.clone());
-        // A panicking agent must not leave its recipients in flight forever.
-        let out = tokio::spawn(async move { d.deliver(&action, &msg, &rcpts).await })
-            .await
-            .unwrap_or_else(|e| {
-                tracing::error!("delivery agent for action {:?} failed: {e}", w.action);
-                Vec::new()
-            });
+        // A panicking agent must not leave its recipients in flight forever: its
+        // recipients get no outcome, which counts as a temporary failure.
+        let delivery = self.dispatch.deliver(&w.action, &w.msg, &w.rcpts);
+        let out = CatchUnwind(Box::pin(delivery)).await.unwrap_or_else(|_| {
+            tracing::error!("delivery agent for action {:?} panicked", w.action);
+            Vec::new()
+        });
         self.apply(w, out).await;
     }
 

@@ -412,6 +412,9 @@ impl Dispatch for Scripted {
             let text = String::from_utf8_lossy(&msg.read().await.unwrap()).into_owned();
             self.reports.lock().unwrap().push(text);
         }
+        if action == "panic" {
+            panic!("a delivery agent with a bug");
+        }
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_running.fetch_max(now, Ordering::SeqCst);
         if let Some(h) = self.hold {
@@ -452,6 +455,20 @@ fn quick_retries() -> QueueConfig {
         hostname: "mx.example.org".into(),
         ..QueueConfig::default()
     }
+}
+
+#[tokio::test]
+async fn a_panicking_agent_leaves_its_recipients_deferred_not_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), quick_retries(), clock()).unwrap();
+    let s = Scheduler::new(q.clone(), Arc::new(Scripted::default()));
+    let id = enqueue(&q, envelope(None, &[("bob@example.net", "panic")]), MSG).await;
+    assert_eq!(s.run_once().await, 1);
+    let listed = q.list();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].evpid.msgid().to_string(), id);
+    assert_eq!(listed[0].retries, 1);
+    assert_eq!(q.stats().inflight, 0);
 }
 
 /// `D` records wait for the committer's next round (or its 100 ms timer, or
