@@ -59,7 +59,7 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
@@ -126,7 +126,7 @@ struct Inner {
     config: QueueConfig,
     counters: Arc<Counters>,
     clock: Arc<dyn Clock>,
-    committer: mpsc::Sender<Job>,
+    committer: Arc<Jobs>,
     /// Joined when the queue closes, before the spool's lock is let go: a reopened
     /// queue must not share its journal with the old committer.
     committer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -358,6 +358,49 @@ impl Done {
     }
 }
 
+/// The committer's inbox. A plain queue rather than a channel: the channel spun on the
+/// committer's thread before sleeping (a twentieth of the daemon's user time under
+/// load), and its senders woke the committer even while it was busy writing.
+#[derive(Default)]
+struct Jobs {
+    state: Mutex<JobsState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct JobsState {
+    jobs: Vec<Job>,
+    /// The committer sleeps on `ready` and needs a wake-up.
+    waiting: bool,
+}
+
+impl Jobs {
+    fn send(&self, job: Job) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.jobs.push(job);
+        let wake = std::mem::take(&mut st.waiting);
+        drop(st);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Everything sent so far; waits up to `timeout` for something.
+    fn take(&self, timeout: Duration) -> Vec<Job> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.jobs.is_empty() {
+            st.waiting = true;
+            st = self
+                .ready
+                .wait_timeout_while(st, timeout, |st| st.jobs.is_empty())
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            st.waiting = false;
+        }
+        std::mem::take(&mut st.jobs)
+    }
+}
+
 /// The longest a `D` record waits for a commit round to ride on.
 const DONE_FLUSH: Duration = Duration::from_millis(100);
 
@@ -423,7 +466,8 @@ impl Queue {
         recover(&incoming, &queue_dir, &corrupt, &mut state)?;
         let journal = journal::Journal::open(&dir, &queue_dir)?;
         let reader = journal.reader();
-        let (tx, rx) = mpsc::channel();
+        let jobs = Arc::new(Jobs::default());
+        let rx = jobs.clone();
         let qd = queue_dir.clone();
         let inc = incoming.clone();
         let counters = Arc::new(Counters::default());
@@ -432,7 +476,7 @@ impl Queue {
         let d = done.clone();
         let committer_thread = std::thread::Builder::new()
             .name("fugu-queue-commit".into())
-            .spawn(move || committer(&inc, &qd, journal, &c, &d, rx))
+            .spawn(move || committer(&inc, &qd, journal, &c, &d, &rx))
             .map_err(|e| io_error(&dir, e))?;
         Ok(Queue {
             inner: Arc::new(Inner {
@@ -441,7 +485,7 @@ impl Queue {
                 config,
                 counters,
                 clock,
-                committer: tx,
+                committer: jobs,
                 committer_thread: Mutex::new(Some(committer_thread)),
                 done,
                 state: Mutex::new(state),
@@ -463,9 +507,8 @@ impl Queue {
     /// calls it as it stops.
     pub async fn flush_done(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.inner.committer.send(Job::Flush(tx)).is_ok() {
-            let _ = rx.await;
-        }
+        self.inner.committer.send(Job::Flush(tx));
+        let _ = rx.await;
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -1146,17 +1189,13 @@ impl Incoming {
         let on_disk = held.is_none();
 
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.queue
-            .inner
-            .committer
-            .send(Job::Commit {
-                msgid: self.msgid,
-                env: text,
-                data,
-                move_files: on_disk,
-                reply: tx,
-            })
-            .map_err(|_| Error::QueueClosed)?;
+        self.queue.inner.committer.send(Job::Commit {
+            msgid: self.msgid,
+            env: text,
+            data,
+            move_files: on_disk,
+            reply: tx,
+        });
         let span = rx.await.map_err(|_| Error::QueueClosed)??;
         self.finished = true;
         let body = held.map(|counted| {
@@ -1214,7 +1253,7 @@ impl Drop for Incoming {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let _ = self.committer.send(Job::Stop);
+        self.committer.send(Job::Stop);
         let thread = self
             .committer_thread
             .get_mut()
@@ -1234,18 +1273,11 @@ fn committer(
     mut journal: journal::Journal,
     counters: &Counters,
     done: &Done,
-    rx: mpsc::Receiver<Job>,
+    rx: &Jobs,
 ) {
     let mut stop = false;
     while !stop {
-        let mut batch = match rx.recv_timeout(DONE_FLUSH) {
-            Ok(first) => vec![first],
-            Err(mpsc::RecvTimeoutError::Timeout) => Vec::new(),
-            Err(mpsc::RecvTimeoutError::Disconnected) => vec![Job::Stop],
-        };
-        while let Ok(j) = rx.try_recv() {
-            batch.push(j);
-        }
+        let batch = rx.take(DONE_FLUSH);
         // Taken after the round's jobs: a message that left the queue before one of
         // them was sent (and whose msgid a new message may have drawn) has its `D`
         // record before that job's `C` record.
