@@ -342,26 +342,25 @@ impl Journal {
     /// Empties the journal: the records of the epoch that ends are no longer read, nor
     /// are spans into them. The new header is written now and made durable by the next
     /// round; until then a restart reads the old epoch, whose messages all left the
-    /// queue.
+    /// queue (or, after a checkpoint, have their files). When the header cannot be
+    /// written, nothing changes: records keep going into the old epoch.
     fn new_epoch(&mut self) -> Result<(), Error> {
-        let mut generation = self
+        let epoch = self.epoch + 1;
+        self.file
+            .write_all_at(&header(epoch), 0)
+            .map_err(|e| io_error(&self.path, e))?;
+        // Old spans stay readable until here: only the header was overwritten.
+        *self
             .reader
             .generation
             .write()
-            .unwrap_or_else(|p| p.into_inner());
-        *generation += 1;
-        self.epoch = *generation;
-        drop(generation);
-        if self.written > KEEP_BYTES {
-            self.file
-                .set_len(TRUNCATE_BYTES)
-                .map_err(|e| io_error(&self.path, e))?;
+            .unwrap_or_else(|p| p.into_inner()) = epoch;
+        self.epoch = epoch;
+        self.len = FILE_HEADER as u64;
+        // Giving space back is optional: on failure the file just stays longer.
+        if self.written > KEEP_BYTES && self.file.set_len(TRUNCATE_BYTES).is_ok() {
             self.written = TRUNCATE_BYTES;
         }
-        self.file
-            .write_all_at(&header(self.epoch), 0)
-            .map_err(|e| io_error(&self.path, e))?;
-        self.len = FILE_HEADER as u64;
         self.written = self.written.max(self.len);
         Ok(())
     }
