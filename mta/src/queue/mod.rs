@@ -372,17 +372,34 @@ struct JobsState {
     jobs: Vec<Job>,
     /// The committer sleeps on `ready` and needs a wake-up.
     waiting: bool,
+    /// The committer has ended (stopped, or panicked): nothing sent is handled.
+    closed: bool,
 }
 
 impl Jobs {
-    fn send(&self, job: Job) {
+    /// Hands `job` to the committer; `false` (and the job dropped, so whoever waits for
+    /// its answer hears the queue closed) once the committer has ended.
+    fn send(&self, job: Job) -> bool {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.closed {
+            return false;
+        }
         st.jobs.push(job);
         let wake = std::mem::take(&mut st.waiting);
         drop(st);
         if wake {
             self.ready.notify_one();
         }
+        true
+    }
+
+    /// Refuses further jobs and drops those not handled.
+    fn close(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.closed = true;
+        let left = std::mem::take(&mut st.jobs);
+        drop(st);
+        drop(left);
     }
 
     /// Everything sent so far; waits up to `timeout` for something.
@@ -507,8 +524,9 @@ impl Queue {
     /// calls it as it stops.
     pub async fn flush_done(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.inner.committer.send(Job::Flush(tx));
-        let _ = rx.await;
+        if self.inner.committer.send(Job::Flush(tx)) {
+            let _ = rx.await;
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -1189,13 +1207,16 @@ impl Incoming {
         let on_disk = held.is_none();
 
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.queue.inner.committer.send(Job::Commit {
+        let sent = self.queue.inner.committer.send(Job::Commit {
             msgid: self.msgid,
             env: text,
             data,
             move_files: on_disk,
             reply: tx,
         });
+        if !sent {
+            return Err(Error::QueueClosed);
+        }
         let span = rx.await.map_err(|_| Error::QueueClosed)??;
         self.finished = true;
         let body = held.map(|counted| {
@@ -1253,7 +1274,7 @@ impl Drop for Incoming {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.committer.send(Job::Stop);
+        let _ = self.committer.send(Job::Stop);
         let thread = self
             .committer_thread
             .get_mut()
@@ -1275,6 +1296,14 @@ fn committer(
     done: &Done,
     rx: &Jobs,
 ) {
+    /// However the loop ends, commits sent afterwards fail instead of waiting forever.
+    struct Closing<'a>(&'a Jobs);
+    impl Drop for Closing<'_> {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let _closing = Closing(rx);
     let mut stop = false;
     while !stop {
         let batch = rx.take(DONE_FLUSH);
