@@ -138,20 +138,7 @@ impl Daemon {
 
     /// One message over plain SMTP; returns the final reply line after DATA.
     fn send(&self, from: &str, to: &str, subject: &str) -> String {
-        let mut c = Client::connect(self.smtp);
-        c.expect("220 *");
-        c.send("EHLO client.test");
-        c.expect("250 *");
-        c.send(&format!("MAIL FROM:<{from}>"));
-        c.expect("250 *");
-        c.send(&format!("RCPT TO:<{to}>"));
-        c.expect("250 *");
-        c.send("DATA");
-        c.expect("354 *");
-        c.send_raw(format!("Subject: {subject}\r\n\r\nbody\r\n.\r\n").as_bytes());
-        let r = c.reply().last().cloned().unwrap_or_default();
-        c.send("QUIT");
-        r
+        fugu_tests::smtp::try_message(self.smtp, from, to, subject)
     }
 
     /// Waits until `pred` holds for the `show queue` output.

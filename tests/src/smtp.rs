@@ -104,6 +104,12 @@ impl Client {
 /// One whole transaction over a new connection, each reply checked: EHLO, MAIL, RCPT,
 /// DATA with a one-line message, QUIT.
 pub fn send_message(addr: SocketAddr, from: &str, to: &str, subject: &str) {
+    let reply = try_message(addr, from, to, subject);
+    assert!(glob("250 *", &reply), "the message was refused: {reply}");
+}
+
+/// [`send_message`] whose end of DATA may be refused: returns that reply's last line.
+pub fn try_message(addr: SocketAddr, from: &str, to: &str, subject: &str) -> String {
     let mut c = Client::connect(addr);
     c.expect("220 *");
     c.send("EHLO client.test");
@@ -115,9 +121,10 @@ pub fn send_message(addr: SocketAddr, from: &str, to: &str, subject: &str) {
     c.send("DATA");
     c.expect("354 *");
     c.send_raw(format!("Subject: {subject}\r\n\r\nbody\r\n.\r\n").as_bytes());
-    c.expect("250 *");
+    let reply = c.reply().last().cloned().unwrap_or_default();
     c.send("QUIT");
     c.expect("221 *");
+    reply
 }
 
 /// `*` matches any run of characters; everything else is literal.

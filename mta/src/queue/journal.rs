@@ -699,6 +699,14 @@ mod tests {
         (dir, qd)
     }
 
+    /// A journal opened as the queue opens it: recovered (empty) first.
+    fn opened() -> (tempfile::TempDir, PathBuf, Journal) {
+        let (dir, qd) = spool();
+        recover(dir.path(), &qd).unwrap();
+        let j = Journal::open(dir.path(), &qd).unwrap();
+        (dir, qd, j)
+    }
+
     fn env_text(id: u32, rcpts: usize) -> String {
         let mut s = format!(
             "version: 1\nmsgid: {:08x}\nctime: 1\nexpire: 2\nmessage: plain\nsession: 0000000000000001\norigin: local\nhelo: localhost\nprotocol: ESMTP\nsender: a@example.org\nbody: 7bit\nsmtputf8: no\n",
@@ -757,9 +765,7 @@ mod tests {
 
     #[test]
     fn a_checkpoint_writes_the_files_of_messages_held_only_in_the_journal() {
-        let (dir, qd) = spool();
-        recover(dir.path(), &qd).unwrap();
-        let mut j = Journal::open(dir.path(), &qd).unwrap();
+        let (dir, qd, mut j) = opened();
         let reader = j.reader();
         let (e1, e2) = (env_text(0x11, 1), env_text(0x22, 1));
         let held = j.add_commit(MsgId(0x11), e1.as_bytes(), b"held in the journal");
@@ -798,9 +804,7 @@ mod tests {
 
     #[test]
     fn the_journal_empties_when_nothing_it_holds_is_queued() {
-        let (dir, qd) = spool();
-        recover(dir.path(), &qd).unwrap();
-        let mut j = Journal::open(dir.path(), &qd).unwrap();
+        let (dir, _, mut j) = opened();
         let path = dir.path().join(FILE_NAME);
         let first = FILE_HEADER as u64 + 2 * (HEADER + 2 + SUM) as u64;
         j.truncate_at = first + (HEADER + SUM) as u64 * 2 + 1;
@@ -843,9 +847,7 @@ mod tests {
 
     #[test]
     fn a_round_past_the_written_space_grows_it_and_an_empty_journal_gives_a_burst_back() {
-        let (dir, qd) = spool();
-        recover(dir.path(), &qd).unwrap();
-        let mut j = Journal::open(dir.path(), &qd).unwrap();
+        let (dir, _, mut j) = opened();
         let path = dir.path().join(FILE_NAME);
         let big = vec![b'x'; (KEEP_BYTES + GROW_BYTES / 2) as usize];
         j.add_commit(MsgId(1), b"e", &big);
