@@ -130,8 +130,6 @@ struct Inner {
     /// Joined when the queue closes, before the spool's lock is let go: a reopened
     /// queue must not share its journal with the old committer.
     committer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Messages that left the queue, for the committer's next round (see [`Done`]).
-    done: Arc<Done>,
     state: Mutex<State>,
     /// Bytes of messages held only in the journal (see [`JournalBody`]).
     journal_only: Arc<AtomicUsize>,
@@ -330,37 +328,28 @@ enum Job {
         move_files: bool,
         reply: tokio::sync::oneshot::Sender<Result<journal::Span, Error>>,
     },
-    /// Write the `D` records waiting in [`Done`] now, then answer.
+    /// Write the `D` records waiting in the inbox now, then answer.
     Flush(tokio::sync::oneshot::Sender<()>),
     /// The queue is closing: write what waits and end the thread.
     Stop,
 }
 
-/// Messages that left the queue and whose `D` records are not written yet.
+/// The committer's inbox: commit jobs, and the msgids of messages that left the queue
+/// and whose `D` records are not written yet. A plain queue rather than a channel: the
+/// channel spun on the committer's thread before sleeping (a twentieth of the daemon's
+/// user time under load), and its senders woke the committer even while it was busy
+/// writing.
 ///
-/// They ride on the committer's next round instead of waking it once per delivered
-/// message: a `D` record is not synced anyway, and under load the wake-up, the thread
-/// switch and the write it cost each time were a tenth of the daemon's system calls. The
-/// committer writes them before the records of the round it takes them in, and at least
-/// every [`DONE_FLUSH`]; the daemon asks for the last ones when it stops
-/// ([`Queue::flush_done`]). A crash may lose the last of them: those messages are
-/// delivered again after the restart, never lost.
-#[derive(Default)]
-struct Done(Mutex<Vec<MsgId>>);
-
-impl Done {
-    fn push(&self, msgid: MsgId) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(msgid);
-    }
-
-    fn take(&self) -> Vec<MsgId> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
-
-/// The committer's inbox. A plain queue rather than a channel: the channel spun on the
-/// committer's thread before sleeping (a twentieth of the daemon's user time under
-/// load), and its senders woke the committer even while it was busy writing.
+/// `D` records ride on the committer's next round instead of waking it once per
+/// delivered message: a `D` record is not synced anyway, and under load the wake-up, the
+/// thread switch and the write it cost each time were a tenth of the daemon's system
+/// calls. They are taken with the round's jobs, under the same lock, so a message that
+/// left the queue before a job was sent (and whose msgid a new message may have drawn)
+/// has its `D` record before that job's `C` record. They wait at most [`DONE_FLUSH`] for
+/// a round; only the first one after the committer found nothing to do for that long
+/// wakes it, so an idle server's committer sleeps. The daemon asks for the last ones
+/// when it stops ([`Queue::flush_done`]). A crash may lose the last of them: those
+/// messages are delivered again after the restart, never lost.
 #[derive(Default)]
 struct Jobs {
     state: Mutex<JobsState>,
@@ -370,22 +359,37 @@ struct Jobs {
 #[derive(Default)]
 struct JobsState {
     jobs: Vec<Job>,
-    /// The committer sleeps on `ready` and needs a wake-up.
-    waiting: bool,
+    done: Vec<MsgId>,
+    waiting: Waiting,
     /// The committer has ended (stopped, or panicked): nothing sent is handled.
     closed: bool,
 }
 
+/// What the committer sleeps on `ready` for, and so who must wake it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    #[default]
+    No,
+    /// A job, or a first `D` record: nothing came for [`DONE_FLUSH`].
+    Anything,
+    /// A job, for at most [`DONE_FLUSH`]: `D` records ride on its round.
+    Job,
+}
+
 impl Jobs {
+    fn lock(&self) -> MutexGuard<'_, JobsState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Hands `job` to the committer; `false` (and the job dropped, so whoever waits for
     /// its answer hears the queue closed) once the committer has ended.
     fn send(&self, job: Job) -> bool {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.lock();
         if st.closed {
             return false;
         }
         st.jobs.push(job);
-        let wake = std::mem::take(&mut st.waiting);
+        let wake = std::mem::take(&mut st.waiting) != Waiting::No;
         drop(st);
         if wake {
             self.ready.notify_one();
@@ -393,28 +397,66 @@ impl Jobs {
         true
     }
 
+    /// Queues the `D` record of a message that left the queue.
+    fn done(&self, msgid: MsgId) {
+        let mut st = self.lock();
+        if st.closed {
+            return;
+        }
+        st.done.push(msgid);
+        let wake = st.waiting == Waiting::Anything;
+        if wake {
+            st.waiting = Waiting::No;
+        }
+        drop(st);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
     /// Refuses further jobs and drops those not handled.
     fn close(&self) {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.lock();
         st.closed = true;
         let left = std::mem::take(&mut st.jobs);
         drop(st);
         drop(left);
     }
 
-    /// Everything sent so far; waits up to `timeout` for something.
-    fn take(&self, timeout: Duration) -> Vec<Job> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+    fn wait_for_job<'a>(
+        &'a self,
+        st: MutexGuard<'a, JobsState>,
+        flush: Duration,
+    ) -> MutexGuard<'a, JobsState> {
+        self.ready
+            .wait_timeout_while(st, flush, |st| st.jobs.is_empty())
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+    }
+
+    /// Every job sent and every `D` record queued so far. Waits up to `flush` for a job
+    /// (`D` records ride on its round); when that wait ends with nothing at all to write,
+    /// sleeps until something comes, and then gives a first `D` record its `flush` too.
+    /// Under load a job always comes first and a `D` record never wakes the committer.
+    fn take(&self, flush: Duration) -> (Vec<Job>, Vec<MsgId>) {
+        let mut st = self.lock();
         if st.jobs.is_empty() {
-            st.waiting = true;
-            st = self
-                .ready
-                .wait_timeout_while(st, timeout, |st| st.jobs.is_empty())
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-            st.waiting = false;
+            st.waiting = Waiting::Job;
+            st = self.wait_for_job(st, flush);
+            if st.jobs.is_empty() && st.done.is_empty() {
+                st.waiting = Waiting::Anything;
+                st = self
+                    .ready
+                    .wait_while(st, |st| st.jobs.is_empty() && st.done.is_empty())
+                    .unwrap_or_else(|p| p.into_inner());
+                if st.jobs.is_empty() {
+                    st.waiting = Waiting::Job;
+                    st = self.wait_for_job(st, flush);
+                }
+            }
         }
-        std::mem::take(&mut st.jobs)
+        st.waiting = Waiting::No;
+        (std::mem::take(&mut st.jobs), std::mem::take(&mut st.done))
     }
 }
 
@@ -489,11 +531,9 @@ impl Queue {
         let inc = incoming.clone();
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
-        let done = Arc::new(Done::default());
-        let d = done.clone();
         let committer_thread = std::thread::Builder::new()
             .name("fugu-queue-commit".into())
-            .spawn(move || committer(&inc, &qd, journal, &c, &d, &rx))
+            .spawn(move || committer(&inc, &qd, journal, &c, &rx))
             .map_err(|e| io_error(&dir, e))?;
         Ok(Queue {
             inner: Arc::new(Inner {
@@ -504,7 +544,6 @@ impl Queue {
                 clock,
                 committer: jobs,
                 committer_thread: Mutex::new(Some(committer_thread)),
-                done,
                 state: Mutex::new(state),
                 journal_only: Arc::default(),
                 journal: reader,
@@ -520,7 +559,7 @@ impl Queue {
         &self.inner.config
     }
 
-    /// Writes the `D` records still waiting for a commit round ([`Done`]); the daemon
+    /// Writes the `D` records still waiting for a commit round ([`Jobs`]); the daemon
     /// calls it as it stops.
     pub async fn flush_done(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -816,7 +855,7 @@ impl Queue {
                 // same id has its `C` record after this one and its files cannot be
                 // unlinked by this removal. No fsync: if the removal is lost in a crash,
                 // the message is delivered again, never lost.
-                self.inner.done.push(msgid);
+                self.inner.committer.done(msgid);
                 if on_disk {
                     st.reserved.insert(msgid);
                 }
@@ -1293,7 +1332,6 @@ fn committer(
     queue_dir: &Path,
     mut journal: journal::Journal,
     counters: &Counters,
-    done: &Done,
     rx: &Jobs,
 ) {
     /// However the loop ends, commits sent afterwards fail instead of waiting forever.
@@ -1306,11 +1344,7 @@ fn committer(
     let _closing = Closing(rx);
     let mut stop = false;
     while !stop {
-        let batch = rx.take(DONE_FLUSH);
-        // Taken after the round's jobs: a message that left the queue before one of
-        // them was sent (and whose msgid a new message may have drawn) has its `D`
-        // record before that job's `C` record.
-        let left = done.take();
+        let (batch, left) = rx.take(DONE_FLUSH);
         if batch.is_empty() && left.is_empty() {
             continue;
         }

@@ -511,6 +511,62 @@ async fn done_records_ride_on_the_next_commit_round_before_its_messages() {
     );
 }
 
+/// Voluntary context switches of the queue's commit thread so far (Linux names it
+/// `fugu-queue-comm`, the first 15 bytes of `fugu-queue-commit`).
+fn committer_switches() -> u64 {
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() != "fugu-queue-comm" {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).unwrap();
+        return status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    }
+    panic!("no commit thread");
+}
+
+/// With nothing to write, the commit thread sleeps until a message or a `D` record comes,
+/// instead of waking for its `D` timer: an idle server stays idle.
+#[tokio::test]
+async fn an_idle_committer_sleeps_until_there_is_something_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), quick_retries(), clock()).unwrap();
+    let d = Arc::new(Scripted::default());
+    let s = Scheduler::new(q.clone(), d.clone());
+    let sent = enqueue(&q, envelope(None, &[("now@example.net", "deliver")]), MSG).await;
+    assert_eq!(s.run_once().await, 1);
+    // The `D` record woke the sleeping committer and went out after its wait for a round.
+    let journal = || std::fs::read(dir.path().join(mta::queue::journal::FILE_NAME)).unwrap();
+    let done = mta::queue::journal::Record::Done(sent.parse().unwrap());
+    for _ in 0..100 {
+        if mta::queue::journal::decode(&journal()).0.contains(&done) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        mta::queue::journal::decode(&journal()).0.last(),
+        Some(&done)
+    );
+
+    // After one more wait of 100 ms for a round, it sleeps for good.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = committer_switches();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(committer_switches(), before, "the idle committer woke up");
+
+    // And it still answers at once when a message comes.
+    let next = enqueue(&q, envelope(None, &[("next@example.net", "deliver")]), MSG).await;
+    assert!(q.list().iter().any(|e| e.evpid.msgid().to_string() == next));
+}
+
 #[tokio::test]
 async fn a_message_held_only_in_the_journal_gets_its_files_when_deferred_and_none_when_delivered() {
     let dir = tempfile::tempdir().unwrap();
