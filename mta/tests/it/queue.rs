@@ -10,6 +10,7 @@ use mta::Error;
 use mta::clock::ManualClock;
 use mta::envelope::{BodyType, DsnNotify, DsnRet, Envelope, Origin, Recipient};
 use mta::queue::bounce::{self, DsnInput, FailedRcpt};
+use mta::queue::journal::Record;
 use mta::queue::{
     Dispatch, MessageRef, Outcome, Queue, QueueConfig, RcptOutcome, RcptRef, Scheduler,
 };
@@ -90,10 +91,9 @@ async fn a_committed_message_survives_a_restart_with_its_envelope() {
     // journal record, and it has no file until it needs one.
     assert!(files(&dir.path().join("queue")).is_empty());
     assert!(files(&dir.path().join("incoming")).is_empty());
-    let journal = std::fs::read(dir.path().join(mta::queue::journal::FILE_NAME)).unwrap();
     assert!(matches!(
-        &mta::queue::journal::decode(&journal).0[..],
-        [mta::queue::journal::Record::Commit { msg, .. }] if msg == MSG
+        &journal_records(dir.path())[..],
+        [Record::Commit { msg, .. }] if msg == MSG
     ));
     drop(q);
 
@@ -484,13 +484,11 @@ async fn done_records_ride_on_the_next_commit_round_before_its_messages() {
     assert_eq!(s.run_once().await, 1);
     let second = enqueue(&q, envelope(None, &[("next@example.net", "deliver")]), MSG).await;
     // The commit of the second message returned: its round carried the first's `D`.
-    let journal = std::fs::read(dir.path().join(mta::queue::journal::FILE_NAME)).unwrap();
-    let records: Vec<String> = mta::queue::journal::decode(&journal)
-        .0
+    let records: Vec<String> = journal_records(dir.path())
         .into_iter()
         .map(|r| match r {
-            mta::queue::journal::Record::Commit { msgid, .. } => format!("C {msgid}"),
-            mta::queue::journal::Record::Done(msgid) => format!("D {msgid}"),
+            Record::Commit { msgid, .. } => format!("C {msgid}"),
+            Record::Done(msgid) => format!("D {msgid}"),
         })
         .collect();
     assert_eq!(
@@ -503,12 +501,8 @@ async fn done_records_ride_on_the_next_commit_round_before_its_messages() {
     );
     assert_eq!(s.run_once().await, 1);
     q.flush_done().await;
-    let journal = std::fs::read(dir.path().join(mta::queue::journal::FILE_NAME)).unwrap();
-    let last = mta::queue::journal::decode(&journal).0.pop();
-    assert_eq!(
-        last,
-        Some(mta::queue::journal::Record::Done(second.parse().unwrap()))
-    );
+    let last = journal_records(dir.path()).pop();
+    assert_eq!(last, Some(Record::Done(second.parse().unwrap())));
 }
 
 /// Voluntary context switches of the queue's commit thread so far (Linux names it
@@ -532,20 +526,21 @@ fn committer_switches() -> u64 {
     panic!("no commit thread");
 }
 
-/// Whether the journal ends with `msgid`'s `D` record, waiting up to 2 s for it.
-async fn last_record_is_done(spool: &Path, msgid: &str) -> bool {
-    let done = mta::queue::journal::Record::Done(msgid.parse().unwrap());
-    let records = || {
-        let journal = std::fs::read(spool.join(mta::queue::journal::FILE_NAME)).unwrap();
-        mta::queue::journal::decode(&journal).0
-    };
+/// The records of the spool's journal, in order.
+fn journal_records(spool: &Path) -> Vec<Record> {
+    let journal = std::fs::read(spool.join(mta::queue::journal::FILE_NAME)).unwrap();
+    mta::queue::journal::decode(&journal).0
+}
+
+/// Waits up to 2 s for `record` to be in the journal: the committer writes a `D` record
+/// within 100 ms of its message leaving the queue, unsynced.
+async fn wait_for_record(spool: &Path, record: &Record) {
     for _ in 0..100 {
-        if records().contains(&done) {
-            break;
+        if journal_records(spool).contains(record) {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    records().last() == Some(&done)
 }
 
 /// With nothing to write, the commit thread sleeps until a message or a `D` record comes,
@@ -559,7 +554,9 @@ async fn an_idle_committer_sleeps_until_there_is_something_to_write() {
     let sent = enqueue(&q, envelope(None, &[("now@example.net", "deliver")]), MSG).await;
     assert_eq!(s.run_once().await, 1);
     // The `D` record goes out when the committer's wait for a round ends.
-    assert!(last_record_is_done(dir.path(), &sent).await);
+    let done = Record::Done(sent.parse().unwrap());
+    wait_for_record(dir.path(), &done).await;
+    assert_eq!(journal_records(dir.path()).last(), Some(&done));
 
     // After one more wait of 100 ms for a round, it sleeps for good.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -572,7 +569,9 @@ async fn an_idle_committer_sleeps_until_there_is_something_to_write() {
     assert!(q.list().iter().any(|e| e.evpid.msgid().to_string() == next));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(s.run_once().await, 1);
-    assert!(last_record_is_done(dir.path(), &next).await);
+    let done = Record::Done(next.parse().unwrap());
+    wait_for_record(dir.path(), &done).await;
+    assert_eq!(journal_records(dir.path()).last(), Some(&done));
 }
 
 #[tokio::test]
@@ -601,24 +600,15 @@ async fn a_message_held_only_in_the_journal_gets_its_files_when_deferred_and_non
         MSG
     );
     // Its `D` record is written by the committer thread, unsynced, shortly after.
-    let done = || -> Vec<String> {
-        let journal = std::fs::read(dir.path().join(mta::queue::journal::FILE_NAME)).unwrap();
-        mta::queue::journal::decode(&journal)
-            .0
-            .into_iter()
-            .filter_map(|r| match r {
-                mta::queue::journal::Record::Done(id) => Some(id.to_string()),
-                _ => None,
-            })
-            .collect()
-    };
-    for _ in 0..100 {
-        if !done().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(done(), vec![sent]);
+    wait_for_record(dir.path(), &Record::Done(sent.parse().unwrap())).await;
+    let done: Vec<String> = journal_records(dir.path())
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Done(id) => Some(id.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done, vec![sent]);
     drop(s);
     drop(q);
 
@@ -1369,7 +1359,7 @@ fn strace_shows_every_acknowledgement_after_the_journal_fdatasync_of_its_message
     let (_, whole) = mta::queue::journal::decode(&journal);
     assert!(journal[whole..].iter().all(|b| *b == 0));
     for (r, end) in mta::queue::journal::records(&journal) {
-        if let mta::queue::journal::Record::Commit { msgid, msg, .. } = r {
+        if let Record::Commit { msgid, msg, .. } = r {
             assert!(msg.ends_with(format!("{}\r\n", "x".repeat(2000)).as_bytes()));
             end_of.insert(msgid.to_string(), end as u64);
         }
