@@ -112,12 +112,19 @@ fn named(name: &str, service: Service, key: &str, tables: &Tables) -> Result<boo
     )
 }
 
-fn src_key(ctx: &MatchContext<'_>) -> String {
-    match (ctx.local_enqueue, ctx.src) {
-        (false, Some(IpAddr::V6(a))) => a.to_string(),
-        (false, Some(a)) => a.to_string(),
-        _ => "local".to_owned(),
-    }
+/// Calls `f` with the client's address as a table key (`local` for the local enqueuer),
+/// written on the stack: `from local` is looked at for every recipient.
+fn with_src_key<R>(ctx: &MatchContext<'_>, f: impl FnOnce(&str) -> R) -> R {
+    let ip = match (ctx.local_enqueue, ctx.src) {
+        (false, Some(ip)) => ip,
+        _ => return f("local"),
+    };
+    // The longest address text, an IPv6 address with an embedded IPv4 one, is 45 bytes.
+    let mut buf = [0u8; 64];
+    let mut w = std::io::Cursor::new(&mut buf[..]);
+    let _ = std::io::Write::write_fmt(&mut w, format_args!("{ip}"));
+    let n = usize::try_from(w.position()).unwrap_or(0);
+    f(std::str::from_utf8(&buf[..n]).unwrap_or_default())
 }
 
 fn auth(t: &Option<TableCrit>, ctx: &MatchContext<'_>, tables: &Tables) -> Result<bool, String> {
@@ -146,14 +153,16 @@ fn eval(c: &Criterion, ctx: &MatchContext<'_>, tables: &Tables) -> Result<bool, 
         },
         Criterion::FromAny => Ok(true),
         Criterion::FromLocal => Ok(ctx.local_enqueue
-            || named(
-                Builtin::Localhost.table_name(),
-                Service::Netaddr,
-                &src_key(ctx),
-                tables,
-            )?),
+            || with_src_key(ctx, |key| {
+                named(
+                    Builtin::Localhost.table_name(),
+                    Service::Netaddr,
+                    key,
+                    tables,
+                )
+            })?),
         Criterion::FromSocket => Ok(ctx.local_enqueue),
-        Criterion::FromSrc(t) => check(t, Service::Netaddr, &src_key(ctx), tables),
+        Criterion::FromSrc(t) => with_src_key(ctx, |key| check(t, Service::Netaddr, key, tables)),
         Criterion::FromRdns(t) => match (ctx.rdns, t) {
             (None, _) => Ok(false),
             (Some(_), None) => Ok(true),

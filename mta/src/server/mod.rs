@@ -577,8 +577,8 @@ async fn handshake(ctx: &ConnCtx, stream: &mut Stream) -> Option<crate::session:
 
 /// What ended a session's wait for its client.
 enum Wake {
-    /// The session's answer to what was read; `None` when the read failed.
-    Read(Option<Vec<Action>>),
+    /// The session took what was read (its actions are queued), or the read failed.
+    Read(io::Result<()>),
     Timeout,
     Shutdown,
 }
@@ -688,13 +688,14 @@ async fn converse(ctx: &ConnCtx, open: &mut Opened) {
     } = open;
     let client_ip = *client_ip;
     let mut pending: VecDeque<Action> = std::mem::take(first).into();
-    let mut out: Vec<u8> = Vec::new();
+    // Sized for a banner, an EHLO reply or a few pipelined replies, so it seldom grows.
+    let mut out: Vec<u8> = Vec::with_capacity(256);
     let mut writer: Option<Box<dyn MessageWriter>> = None;
     let deadline = tokio::time::Instant::now() + ctx.limits.total_timeout;
     let mut shutdown = ctx.shutdown.clone();
     loop {
         while let Some(action) = pending.pop_front() {
-            let more = match action {
+            match action {
                 Action::Reply(r) => {
                     if let Some(ip) = client_ip
                         && r.is_error()
@@ -713,39 +714,36 @@ async fn converse(ctx: &ConnCtx, open: &mut Opened) {
                 }
                 Action::StartTls => {
                     if flush(stream, &mut out).await.is_err() {
-                        session.handle(Event::Disconnected)
+                        session.handle_into(Event::Disconnected, &mut pending)
                     } else {
                         // Boxed: the handshake's state (1.4 KiB) would otherwise be
                         // part of every session's future, STARTTLS or not.
                         match Box::pin(handshake(ctx, stream)).await {
                             Some(info) => {
                                 filters.tls(&info.version, &info.cipher, info.bits);
-                                session.handle(Event::TlsEstablished(info))
+                                session.handle_into(Event::TlsEstablished(info), &mut pending)
                             }
-                            None => session.handle(Event::TlsFailed),
+                            None => session.handle_into(Event::TlsFailed, &mut pending),
                         }
                     }
                 }
-                Action::ClientLine(line) => {
-                    filters.client_line(&line);
-                    Vec::new()
-                }
+                Action::ClientLine(line) => filters.client_line(&line),
                 Action::FilterPhase { phase, param } => {
                     let v = filters.command(phase, &param).await;
-                    session.handle(Event::FilterVerdict(v))
+                    session.handle_into(Event::FilterVerdict(v), &mut pending)
                 }
                 Action::CheckSender { address, context } => {
                     let (backend, addr) = (&*ctx.backend, address.as_deref());
                     let v =
                         crate::filter::shell::check_sender(filters, backend, addr, &context).await;
-                    session.handle(Event::SenderVerdict(v))
+                    session.handle_into(Event::SenderVerdict(v), &mut pending)
                 }
                 Action::CheckRecipient { address, context } => {
                     let backend = &*ctx.backend;
                     let v =
                         crate::filter::shell::check_recipient(filters, backend, &address, &context)
                             .await;
-                    session.handle(Event::RecipientVerdict(v))
+                    session.handle_into(Event::RecipientVerdict(v), &mut pending)
                 }
                 Action::VerifyCredentials { user, password } => {
                     let v = ctx
@@ -753,57 +751,56 @@ async fn converse(ctx: &ConnCtx, open: &mut Opened) {
                         .verify_credentials(&user, &password, ctx.listener.session.listener)
                         .await;
                     filters.auth(&user, crate::filter::auth_result(v));
-                    session.handle(Event::AuthVerdict(v))
+                    session.handle_into(Event::AuthVerdict(v), &mut pending)
                 }
                 Action::MessageBegin(envelope) => match filters.data().await {
-                    Verdict::Reject(r) => session.handle(Event::MessageFailed(r)),
-                    Verdict::Disconnect(r) => filter_disconnect(session, r),
+                    Verdict::Reject(r) => {
+                        session.handle_into(Event::MessageFailed(r), &mut pending)
+                    }
+                    Verdict::Disconnect(r) => filter_disconnect(session, r, &mut pending),
                     Verdict::Proceed | Verdict::Rewrite(_) => match ctx
                         .backend
                         .begin_message_on(*envelope, ctx.listener.session.listener)
                         .await
                     {
-                        Ok(w) => {
-                            writer = Some(w);
-                            Vec::new()
-                        }
-                        Err(r) => session.handle(Event::MessageFailed(r)),
+                        Ok(w) => writer = Some(w),
+                        Err(r) => session.handle_into(Event::MessageFailed(r), &mut pending),
                     },
                 },
                 Action::MessageChunk(chunk) => match (writer.as_mut(), filters.chunk(chunk)) {
-                    (_, None) => Vec::new(),
+                    (_, None) | (None, Some(_)) => {}
                     (Some(w), Some(chunk)) => match w.write(&chunk).await {
-                        Ok(()) => Vec::new(),
+                        Ok(()) => {}
                         Err(r) => {
                             if let Some(w) = writer.take() {
                                 w.abort();
                             }
-                            session.handle(Event::MessageFailed(r))
+                            session.handle_into(Event::MessageFailed(r), &mut pending)
                         }
                     },
-                    (None, Some(_)) => Vec::new(),
                 },
                 Action::MessageEnd => match writer.take() {
                     Some(w) => match crate::filter::shell::finish_message(filters, w).await {
-                        Ok(queue_id) => session.handle(Event::MessageCommitted { queue_id }),
-                        Err(r) => session.handle(Event::MessageFailed(r)),
+                        Ok(queue_id) => {
+                            session.handle_into(Event::MessageCommitted { queue_id }, &mut pending)
+                        }
+                        Err(r) => session.handle_into(Event::MessageFailed(r), &mut pending),
                     },
-                    None => session.handle(Event::MessageFailed(reply::queue_tempfail())),
+                    None => session
+                        .handle_into(Event::MessageFailed(reply::queue_tempfail()), &mut pending),
                 },
                 Action::MessageAbort => {
                     if let Some(w) = writer.take() {
                         w.abort();
                         filters.rollback();
                     }
-                    Vec::new()
                 }
                 Action::Close => {
                     let _ = flush(stream, &mut out).await;
                     close(stream).await;
                     return;
                 }
-            };
-            pending.extend(more);
+            }
         }
         if session.is_closed() {
             let _ = flush(stream, &mut out).await;
@@ -811,29 +808,28 @@ async fn converse(ctx: &ConnCtx, open: &mut Opened) {
         }
         // About to wait for the client: the replies so far leave together.
         if flush(stream, &mut out).await.is_err() {
-            pending.extend(session.handle(Event::Disconnected));
+            session.handle_into(Event::Disconnected, &mut pending);
             continue;
         }
         // One timer for both limits (a timer is 112 bytes of every waiting session).
         let limit = deadline.min(tokio::time::Instant::now() + ctx.limits.idle_timeout);
         let woken = tokio::select! {
             r = read_with(stream, |input| match input {
-                [] => session.handle(Event::Disconnected),
-                input => session.handle(Event::Input(input)),
-            }) => Wake::Read(r.ok()),
+                [] => session.handle_into(Event::Disconnected, &mut pending),
+                input => session.handle_into(Event::Input(input), &mut pending),
+            }) => Wake::Read(r),
             _ = tokio::time::sleep_until(limit) => Wake::Timeout,
             _ = shutdown.changed() => Wake::Shutdown,
         };
-        let event_actions = match woken {
-            Wake::Read(Some(actions)) => actions,
-            Wake::Read(None) => session.handle(Event::Disconnected),
+        match woken {
+            Wake::Read(Ok(())) => {}
+            Wake::Read(Err(_)) => session.handle_into(Event::Disconnected, &mut pending),
             Wake::Timeout => {
                 filters.timeout();
-                session.handle(Event::Timeout)
+                session.handle_into(Event::Timeout, &mut pending)
             }
-            Wake::Shutdown => session.handle(Event::Shutdown),
-        };
-        pending.extend(event_actions);
+            Wake::Shutdown => session.handle_into(Event::Shutdown, &mut pending),
+        }
     }
     if let Some(w) = writer.take() {
         w.abort();
@@ -841,11 +837,10 @@ async fn converse(ctx: &ConnCtx, open: &mut Opened) {
 }
 
 /// A filter ended the session: its reply goes out, then the connection closes.
-fn filter_disconnect(session: &mut Session, r: Reply) -> Vec<Action> {
-    let mut actions = session.handle(Event::Disconnected);
-    actions.push(Action::Reply(r));
-    actions.push(Action::Close);
-    actions
+fn filter_disconnect(session: &mut Session, r: Reply, actions: &mut VecDeque<Action>) {
+    session.handle_into(Event::Disconnected, actions);
+    actions.push_back(Action::Reply(r));
+    actions.push_back(Action::Close);
 }
 
 /// TLS ends with its close_notify. A plain socket is closed when dropped (a FIN all the

@@ -47,7 +47,7 @@ impl Session {
             match initial {
                 None => {
                     self.mode = Mode::AuthPlain;
-                    self.out.push(Action::Reply(reply::auth_challenge("")));
+                    self.out.push_back(Action::Reply(reply::auth_challenge("")));
                 }
                 Some(ir) => self.auth_plain_response(ir),
             }
@@ -56,7 +56,7 @@ impl Session {
             match initial {
                 None => self
                     .out
-                    .push(Action::Reply(reply::auth_challenge("VXNlcm5hbWU6"))),
+                    .push_back(Action::Reply(reply::auth_challenge("VXNlcm5hbWU6"))),
                 Some(ir) => self.auth_login_response(ir),
             }
         } else {
@@ -104,7 +104,7 @@ impl Session {
             (Mode::AuthLoginUser, Some(user)) if !user.is_empty() => {
                 self.mode = Mode::AuthLoginPass { user };
                 self.out
-                    .push(Action::Reply(reply::auth_challenge("UGFzc3dvcmQ6")));
+                    .push_back(Action::Reply(reply::auth_challenge("UGFzc3dvcmQ6")));
             }
             (Mode::AuthLoginPass { user }, Some(pass)) if !pass.is_empty() => {
                 self.verify(user, pass)
@@ -122,7 +122,8 @@ impl Session {
 
     fn verify(&mut self, user: String, password: String) {
         self.pending_auth_user = Some(user.clone());
-        self.out.push(Action::VerifyCredentials { user, password });
+        self.out
+            .push_back(Action::VerifyCredentials { user, password });
         self.waiting = Some(Wait::Auth);
     }
 

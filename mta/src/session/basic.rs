@@ -30,8 +30,8 @@ impl Session {
 
     pub(super) fn quit_proceed(&mut self) {
         self.abort_message();
-        self.out.push(Action::Reply(reply::bye()));
-        self.out.push(Action::Close);
+        self.out.push_back(Action::Reply(reply::bye()));
+        self.out.push_back(Action::Close);
         self.log("smtp disconnected reason=quit".into());
         self.closed = true;
     }

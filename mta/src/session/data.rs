@@ -25,7 +25,7 @@ impl Session {
             return self.reply(reply::no_recipients());
         }
         self.begin_message(false);
-        self.out.push(Action::Reply(reply::start_mail_input()));
+        self.out.push_back(Action::Reply(reply::start_mail_input()));
         self.mode = Mode::Data;
     }
 
@@ -35,7 +35,7 @@ impl Session {
             self.reply(reply::bdat_syntax());
             if !self.closed {
                 self.abort_message();
-                self.out.push(Action::Close);
+                self.out.push_back(Action::Close);
                 self.log("smtp disconnected reason=bad-bdat".into());
                 self.closed = true;
             }
@@ -93,16 +93,17 @@ impl Session {
             rdns: self.peer.rdns.as_deref(),
             origin: &self.peer.origin,
             hostname: &self.cfg.hostname,
-            protocol: &protocol,
+            protocol,
             tls: self.tls.as_deref(),
             received_auth: self.cfg.received_auth.then_some(self.auth_user.as_deref()),
             single_rcpt: single.as_deref(),
             mask_src: self.cfg.mask_src,
             now: self.clock.now(),
         });
-        self.out.push(Action::MessageBegin(Box::new(envelope)));
+        self.out.push_back(Action::MessageBegin(Box::new(envelope)));
         let written = header.len() as u64;
-        self.out.push(Action::MessageChunk(header.into_bytes()));
+        self.out
+            .push_back(Action::MessageChunk(header.into_bytes()));
         // RFC 6409 §8.2, §8.3: only submitted mail is completed, never relayed mail.
         let submitted = self.auth_user.is_some() || self.peer.origin == Origin::Local;
         let fixup = submitted.then(|| {
@@ -148,7 +149,7 @@ impl Session {
             }
             if !chunk.is_empty() {
                 msg.written += chunk.len() as u64;
-                self.out.push(Action::MessageChunk(chunk));
+                self.out.push_back(Action::MessageChunk(chunk));
             }
         }
         if end {
@@ -187,7 +188,7 @@ impl Session {
                     let chunk = msg.fix(chunk);
                     if msg.error.is_none() && !chunk.is_empty() {
                         msg.written += chunk.len() as u64;
-                        self.out.push(Action::MessageChunk(chunk));
+                        self.out.push_back(Action::MessageChunk(chunk));
                     }
                 }
                 if done {
@@ -214,7 +215,7 @@ impl Session {
                 .and_then(|t| t.message)
                 .and_then(|m| m.error)
                 .unwrap_or_else(reply::message_too_big);
-            self.out.push(Action::MessageAbort);
+            self.out.push_back(Action::MessageAbort);
             return self.reply(r);
         }
         if !last {
@@ -227,7 +228,7 @@ impl Session {
             msg.fix_end(&mut tail);
             if !tail.is_empty() {
                 msg.written += tail.len() as u64;
-                self.out.push(Action::MessageChunk(tail));
+                self.out.push_back(Action::MessageChunk(tail));
             }
         }
         self.end_of_message();
@@ -246,14 +247,14 @@ impl Session {
             })
             .or_else(|| msg.framer.long_line.then(reply::data_line_too_long));
         if let Some(r) = error {
-            self.out.push(Action::MessageAbort);
+            self.out.push_back(Action::MessageAbort);
             self.tx = None;
             return self.reply(r);
         }
         if let Some(tx) = self.tx.as_mut() {
             tx.size = msg.written;
         }
-        self.out.push(Action::MessageEnd);
+        self.out.push_back(Action::MessageEnd);
         self.waiting = Some(Wait::Commit);
     }
 

@@ -28,7 +28,7 @@ impl Session {
         if !address::valid_domain(&name) {
             return self.reply(reply::invalid_domain_name());
         }
-        let peer = received::peer_literal(&self.peer.origin);
+        let peer = received::PeerLiteral(&self.peer.origin);
         let answer = if extended {
             let greeting = reply::hello(&self.cfg.hostname, &name, &peer);
             reply::ehlo(greeting, self.capabilities())

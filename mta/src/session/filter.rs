@@ -28,7 +28,7 @@ impl Session {
         if !self.cfg.filtered {
             return self.proceed(phase, param);
         }
-        self.out.push(Action::FilterPhase {
+        self.out.push_back(Action::FilterPhase {
             phase,
             param: param.clone(),
         });

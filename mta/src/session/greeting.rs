@@ -1,6 +1,7 @@
 //! The start of a session: the `connected` log line and the 220 banner (RFC 5321 §4.3.1).
 //! With implicit TLS (`smtps`) the handshake is already done and logged first.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::{Action, Mode, Peer, Session, SessionConfig, reply};
@@ -34,24 +35,24 @@ impl Session {
             mails: 0,
             errors: 0,
             last_command: String::new(),
-            out: Vec::new(),
+            out: VecDeque::new(),
             closed: false,
             #[cfg(test)]
             logs: Vec::new(),
         };
-        let address = match &s.peer.origin {
-            Origin::Inet(sa) => sa.ip().to_string(),
-            Origin::Local => "local".to_string(),
+        let host = s.peer.rdns.as_deref().unwrap_or("<unknown>");
+        let line = match &s.peer.origin {
+            Origin::Inet(sa) => format!("smtp connected address={} host={host}", sa.ip()),
+            Origin::Local => format!("smtp connected address=local host={host}"),
         };
-        let host = s.peer.rdns.clone().unwrap_or_else(|| "<unknown>".into());
-        s.log(format!("smtp connected address={address} host={host}"));
+        s.log(line);
         if let Some(info) = tls {
             s.log_tls(&info);
             s.tls = Some(info);
         }
         let banner = reply::banner(&s.cfg.hostname, &s.cfg.banner);
-        s.out.push(Action::Reply(banner));
+        s.out.push_back(Action::Reply(banner));
         let out = std::mem::take(&mut s.out);
-        (s, out)
+        (s, out.into())
     }
 }

@@ -67,7 +67,7 @@ impl Session {
         }
         let address = tx.mail_from.clone();
         self.pending_tx = Some(tx);
-        self.out.push(Action::CheckSender {
+        self.out.push_back(Action::CheckSender {
             address: address.clone(),
             context: self.context(address),
         });

@@ -42,6 +42,7 @@ mod submission;
 #[cfg(test)]
 mod tests;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 pub use reply::Reply;
@@ -452,7 +453,8 @@ pub struct Session {
     errors: usize,
     /// The command being answered, for `failed-command` logs (credentials never).
     last_command: String,
-    out: Vec<Action>,
+    /// Empty between events: [`Session::handle_into`] lends it the shell's queue.
+    out: VecDeque<Action>,
     closed: bool,
     #[cfg(test)]
     logs: Vec<String>,
@@ -481,9 +483,24 @@ impl Session {
 
     /// Feeds one event; returns what to do, in order.
     pub fn handle(&mut self, event: Event<'_>) -> Vec<Action> {
+        let mut actions = VecDeque::new();
+        self.handle_into(event, &mut actions);
+        actions.into()
+    }
+
+    /// [`handle`](Session::handle), appending the actions to the I/O shell's queue.
+    pub fn handle_into(&mut self, event: Event<'_>, actions: &mut VecDeque<Action>) {
         if self.closed {
-            return Vec::new();
+            return;
         }
+        // The actions go straight into the shell's queue, behind what it still holds:
+        // no list of the session's own is allocated or kept per event.
+        std::mem::swap(&mut self.out, actions);
+        self.handle_event(event);
+        std::mem::swap(&mut self.out, actions);
+    }
+
+    fn handle_event(&mut self, event: Event<'_>) {
         let mut input: &[u8] = &[];
         match event {
             Event::Input(bytes) => {
@@ -497,7 +514,7 @@ impl Session {
                 self.log("smtp disconnected reason=tls-accept-failed".into());
                 self.abort_message();
                 self.closed = true;
-                self.out.push(Action::Close);
+                self.out.push_back(Action::Close);
             }
             Event::SenderVerdict(v) => self.sender_verdict(v),
             Event::RecipientVerdict(v) => self.recipient_verdict(v),
@@ -514,7 +531,6 @@ impl Session {
             }
         }
         self.pump(input);
-        std::mem::take(&mut self.out)
     }
 
     /// Consumes input until it runs out or an answer must be awaited. Only what is left
@@ -607,7 +623,7 @@ impl Session {
         };
         if self.cfg.filtered {
             let shown = self.client_line(text);
-            self.out.push(Action::ClientLine(shown));
+            self.out.push_back(Action::ClientLine(shown));
         }
         match self.mode {
             Mode::AuthPlain => return self.auth_plain_response(text),
@@ -617,11 +633,14 @@ impl Session {
             _ => {}
         }
         let cmd = command::parse(text);
-        self.last_command = if cmd.verb == Verb::Auth {
-            auth::log_text(cmd.args)
+        if cmd.verb == Verb::Auth {
+            self.last_command = auth::log_text(cmd.args);
         } else {
-            text.escape_default().to_string()
-        };
+            // Refilled in place: a string per command line was a fifth of a message's
+            // allocations in the session, for a text only an error's log line shows.
+            self.last_command.clear();
+            self.last_command.extend(text.escape_default());
+        }
         match cmd.verb {
             Verb::Helo => self.helo(cmd.args, false),
             Verb::Ehlo => self.helo(cmd.args, true),
@@ -652,7 +671,7 @@ impl Session {
                 r.first_line()
             ));
         }
-        self.out.push(Action::Reply(r));
+        self.out.push_back(Action::Reply(r));
         if counts {
             self.errors += 1;
             if self.errors >= self.cfg.max_errors {
@@ -667,8 +686,8 @@ impl Session {
     /// Sends a final 421 (or other) reply, drops any message, closes.
     fn terminate(&mut self, r: Reply, reason: &str) {
         self.abort_message();
-        self.out.push(Action::Reply(r));
-        self.out.push(Action::Close);
+        self.out.push_back(Action::Reply(r));
+        self.out.push_back(Action::Close);
         self.log(format!("smtp disconnected reason={reason}"));
         self.closed = true;
         self.waiting = None;
@@ -678,7 +697,7 @@ impl Session {
     /// belongs to the queue and is never aborted from here.
     fn abort_message(&mut self) {
         if self.tx.as_ref().is_some_and(|t| t.message.is_some()) {
-            self.out.push(Action::MessageAbort);
+            self.out.push_back(Action::MessageAbort);
         }
         if let Some(tx) = self.tx.as_mut() {
             tx.message = None;
@@ -693,16 +712,20 @@ impl Session {
     }
 
     /// RFC 3848 protocol name for Received and the envelope.
-    fn protocol(&self) -> String {
+    /// RFC 3848's `with` protocol: ESMTP or SMTP, S for TLS, A for an authenticated
+    /// session.
+    fn protocol(&self) -> &'static str {
         let extended = self.helo.as_ref().is_none_or(|h| h.extended);
-        let mut p = String::from(if extended { "ESMTP" } else { "SMTP" });
-        if self.tls.is_some() {
-            p.push('S');
+        match (extended, self.tls.is_some(), self.auth_user.is_some()) {
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
+            (false, false, false) => "SMTP",
+            (false, true, false) => "SMTPS",
+            (false, false, true) => "SMTPA",
+            (false, true, true) => "SMTPSA",
         }
-        if self.auth_user.is_some() {
-            p.push('A');
-        }
-        p
     }
 
     fn context(&self, mail_from: Option<String>) -> Box<CheckContext> {
@@ -735,7 +758,7 @@ impl Session {
             rdns: self.peer.rdns.clone(),
             tag: self.cfg.tag.clone(),
             auth_user: self.auth_user.clone(),
-            protocol: self.protocol(),
+            protocol: self.protocol().to_owned(),
             mail_from: tx.mail_from.clone(),
             body_type: tx.body_type,
             smtputf8: tx.smtputf8,

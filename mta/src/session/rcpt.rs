@@ -69,7 +69,7 @@ impl Session {
         }
         let address = rcpt.address.clone();
         self.pending_rcpt = Some(rcpt);
-        self.out.push(Action::CheckRecipient {
+        self.out.push_back(Action::CheckRecipient {
             address,
             context: self.context(mail_from),
         });

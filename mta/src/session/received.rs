@@ -35,17 +35,22 @@ pub struct ReceivedInfo<'a> {
     pub now: SystemTime,
 }
 
-/// `[192.0.2.7]`, `[IPv6:2001:db8::1]` (RFC 5321 §4.1.3 address literals), or `[local]`.
-pub fn peer_literal(origin: &Origin) -> String {
-    match origin {
-        Origin::Inet(sa) => match sa.ip() {
-            IpAddr::V4(v4) => format!("[{v4}]"),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => format!("[{v4}]"),
-                None => format!("[IPv6:{v6}]"),
+/// `[192.0.2.7]`, `[IPv6:2001:db8::1]` (RFC 5321 §4.1.3 address literals), or `[local]`,
+/// written where it is used (the HELO reply and `Received:`) without a string of its own.
+pub struct PeerLiteral<'a>(pub &'a Origin);
+
+impl fmt::Display for PeerLiteral<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Origin::Inet(sa) => match sa.ip() {
+                IpAddr::V4(v4) => write!(f, "[{v4}]"),
+                IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                    Some(v4) => write!(f, "[{v4}]"),
+                    None => write!(f, "[IPv6:{v6}]"),
+                },
             },
-        },
-        Origin::Local => "[local]".to_string(),
+            Origin::Local => f.write_str("[local]"),
+        }
     }
 }
 
@@ -65,7 +70,7 @@ pub fn received_header(r: &ReceivedInfo<'_>) -> String {
             " from {} ({} {})\r\n\t",
             Clean(r.helo),
             Clean(rdns),
-            peer_literal(r.origin)
+            PeerLiteral(r.origin)
         );
     } else {
         h.push(' ');

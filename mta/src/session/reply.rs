@@ -5,25 +5,37 @@
 //! SMTPUTF8) and the places where an RFC names a better code use the RFC's code.
 //! Enhanced status codes (RFC 2034, RFC 3463) are always sent.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// One SMTP reply: a code, an optional enhanced status code and one or more text lines.
+///
+/// Texts are borrowed when they are fixed: a message's `250` and `354` replies then
+/// allocate nothing (seven replies for every message).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub code: u16,
     /// RFC 3463 `class.subject.detail`, e.g. `5.1.1`; empty for replies that carry none
     /// (EHLO capability lines, 334 challenges, 354).
-    pub status: String,
-    pub lines: Vec<String>,
+    pub status: Cow<'static, str>,
+    /// The first line's text.
+    pub text: Cow<'static, str>,
+    /// The lines after the first (EHLO capabilities, HELP).
+    pub more: Vec<Cow<'static, str>>,
 }
 
 impl Reply {
     /// A single-line reply. `status` may be empty.
-    pub fn new(code: u16, status: &str, text: impl Into<String>) -> Reply {
+    pub fn new(
+        code: u16,
+        status: impl Into<Cow<'static, str>>,
+        text: impl Into<Cow<'static, str>>,
+    ) -> Reply {
         Reply {
             code,
-            status: status.to_string(),
-            lines: vec![text.into()],
+            status: status.into(),
+            text: text.into(),
+            more: Vec::new(),
         }
     }
 
@@ -40,7 +52,7 @@ impl Reply {
             _ if is_status(rest) => (rest, ""),
             _ => ("", rest),
         };
-        Some(Reply::new(code, status, text))
+        Some(Reply::new(code, status.to_owned(), text.to_owned()))
     }
 
     pub fn is_error(&self) -> bool {
@@ -59,7 +71,7 @@ impl Reply {
             s.push_str(&self.status);
             s.push(' ');
         }
-        s.push_str(self.lines.first().map(String::as_str).unwrap_or(""));
+        s.push_str(&self.text);
         s
     }
 
@@ -79,15 +91,15 @@ impl Reply {
             b'0' + (self.code / 10 % 10) as u8,
             b'0' + (self.code % 10) as u8,
         ];
-        let n = self.lines.len().max(1);
-        for i in 0..n {
+        let lines = std::iter::once(&self.text).chain(&self.more);
+        let n = 1 + self.more.len();
+        for (i, text) in lines.enumerate() {
             out.extend_from_slice(&code);
             out.push(if i + 1 == n { b' ' } else { b'-' });
             if !self.status.is_empty() {
                 out.extend_from_slice(self.status.as_bytes());
                 out.push(b' ');
             }
-            let text = self.lines.get(i).map(String::as_str).unwrap_or("");
             out.extend_from_slice(text.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
@@ -199,8 +211,8 @@ pub fn help() -> Reply {
     Reply {
         code: 214,
         status: "2.0.0".into(),
-        lines: vec![
-            "This is fugu, an SMTP server in the spirit of OpenSMTPD".into(),
+        text: "This is fugu, an SMTP server in the spirit of OpenSMTPD".into(),
+        more: vec![
             "Commands: HELO EHLO STARTTLS AUTH MAIL RCPT DATA BDAT RSET NOOP HELP QUIT".into(),
             "End of HELP info".into(),
         ],
@@ -243,24 +255,23 @@ pub fn invalid_domain_name() -> Reply {
 }
 
 /// `250 <hostname> Hello <helo> [<ip>], pleased to meet you`, as OpenSMTPD.
-pub fn hello(hostname: &str, helo: &str, peer: &str) -> String {
+pub fn hello(hostname: &str, helo: &str, peer: impl fmt::Display) -> String {
     format!(
         "{hostname} Hello {} {peer}, pleased to meet you",
         clean(helo)
     )
 }
 
-pub fn helo(hostname: &str, helo: &str, peer: &str) -> Reply {
+pub fn helo(hostname: &str, helo: &str, peer: impl fmt::Display) -> Reply {
     Reply::new(250, "", hello(hostname, helo, peer))
 }
 
 pub fn ehlo(greeting: String, capabilities: Vec<String>) -> Reply {
-    let mut lines = vec![greeting];
-    lines.extend(capabilities);
     Reply {
         code: 250,
-        status: String::new(),
-        lines,
+        status: "".into(),
+        text: greeting.into(),
+        more: capabilities.into_iter().map(Cow::Owned).collect(),
     }
 }
 
@@ -320,7 +331,7 @@ pub fn auth_mechanism_unsupported(mech: &str) -> Reply {
 
 /// A 334 challenge; `text` is already base64 (or empty).
 pub fn auth_challenge(text: &str) -> Reply {
-    Reply::new(334, "", text)
+    Reply::new(334, "", text.to_owned())
 }
 
 pub fn auth_syntax_error() -> Reply {
@@ -594,7 +605,8 @@ mod tests {
         let r = Reply {
             code: 451,
             status: "4.3.0".into(),
-            lines: vec!["first".into(), String::new(), "last".into()],
+            text: "first".into(),
+            more: vec!["".into(), "last".into()],
         };
         let mut out = b"pending ".to_vec();
         r.write_wire(&mut out);
@@ -604,8 +616,9 @@ mod tests {
         );
         let bare = Reply {
             code: 354,
-            status: String::new(),
-            lines: vec![],
+            status: "".into(),
+            text: "".into(),
+            more: vec![],
         };
         assert_eq!(bare.to_string(), "354 \r\n");
     }

@@ -25,7 +25,7 @@ impl Session {
     /// STARTTLS once the filters let it through: the 220, then the handshake.
     pub(super) fn starttls_proceed(&mut self) {
         self.reply(reply::ready_to_start_tls());
-        self.out.push(Action::StartTls);
+        self.out.push_back(Action::StartTls);
         self.waiting = Some(Wait::Tls);
     }
 

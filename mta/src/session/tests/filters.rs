@@ -54,7 +54,11 @@ impl T {
 }
 
 fn reject(code: u16, text: &str) -> FilterVerdict {
-    FilterVerdict::Reject(Reply::new(code, &format!("{}.7.1", code / 100), text))
+    FilterVerdict::Reject(Reply::new(
+        code,
+        format!("{}.7.1", code / 100),
+        text.to_owned(),
+    ))
 }
 
 /// A filtered session past the banner and an EHLO the filters let through.
