@@ -126,6 +126,10 @@ pub struct StoredEnvelope {
 }
 
 fn escape(v: &str, out: &mut String) {
+    if !v.bytes().any(|b| b == b'\\' || b < 0x20 || b == 0x7f) {
+        out.push_str(v);
+        return;
+    }
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -175,6 +179,11 @@ fn kv(out: &mut String, key: &str, value: &str) {
     out.push('\n');
 }
 
+/// A value that never needs escaping (a number, an id, an address), written in place.
+fn kv_plain(out: &mut String, key: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "{key}: {value}");
+}
+
 fn notify_str(n: &DsnNotify) -> String {
     if n.never {
         return "never".into();
@@ -196,17 +205,17 @@ fn notify_str(n: &DsnNotify) -> String {
 pub fn encode(e: &StoredEnvelope) -> String {
     let h = &e.header;
     let mut o = String::with_capacity(512);
-    kv(&mut o, "version", &ENVELOPE_VERSION.to_string());
-    kv(&mut o, "msgid", &e.msgid.to_string());
-    kv(&mut o, "ctime", &e.ctime.to_string());
-    kv(&mut o, "expire", &e.expire.to_string());
+    kv_plain(&mut o, "version", ENVELOPE_VERSION);
+    kv_plain(&mut o, "msgid", e.msgid);
+    kv_plain(&mut o, "ctime", e.ctime);
+    kv_plain(&mut o, "expire", e.expire);
     kv(&mut o, "message", e.encoding.as_str());
     if e.is_bounce {
         kv(&mut o, "flags", "bounce");
     }
-    kv(&mut o, "session", &format!("{:016x}", h.session_id));
+    kv_plain(&mut o, "session", format_args!("{:016x}", h.session_id));
     match &h.origin {
-        Origin::Inet(a) => kv(&mut o, "origin", &format!("inet {a}")),
+        Origin::Inet(a) => kv_plain(&mut o, "origin", format_args!("inet {a}")),
         Origin::Local => kv(&mut o, "origin", "local"),
     }
     kv(&mut o, "helo", &h.helo);
@@ -246,7 +255,7 @@ pub fn encode(e: &StoredEnvelope) -> String {
     }
     for r in &e.rcpts {
         o.push('\n');
-        kv(&mut o, "rcpt", &r.evpid.to_string());
+        kv_plain(&mut o, "rcpt", r.evpid);
         kv(&mut o, "address", &r.recipient.address);
         kv(&mut o, "action", &r.recipient.action);
         if let Some(v) = &r.recipient.dest {
@@ -269,15 +278,15 @@ pub fn encode(e: &StoredEnvelope) -> String {
                 RcptState::Deferred => "deferred",
             },
         );
-        kv(&mut o, "retry", &r.retries.to_string());
-        kv(&mut o, "last-try", &r.last_try.to_string());
-        kv(&mut o, "next-try", &r.next_try.to_string());
+        kv_plain(&mut o, "retry", r.retries);
+        kv_plain(&mut o, "last-try", r.last_try);
+        kv_plain(&mut o, "next-try", r.next_try);
         if let Some(v) = &r.last_error {
             kv(&mut o, "last-error", v);
         }
         // Absent means none: envelopes written before delay warnings existed decode.
         if r.warnings > 0 {
-            kv(&mut o, "warnings", &r.warnings.to_string());
+            kv_plain(&mut o, "warnings", r.warnings);
         }
     }
     o

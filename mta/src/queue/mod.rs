@@ -122,7 +122,8 @@ pub struct Queue {
 
 struct Inner {
     incoming: PathBuf,
-    queue_dir: PathBuf,
+    /// Shared with every [`MessageRef`], which builds its file's path only to read it.
+    queue_dir: Arc<Path>,
     config: QueueConfig,
     counters: Arc<Counters>,
     clock: Arc<dyn Clock>,
@@ -538,7 +539,7 @@ impl Queue {
         Ok(Queue {
             inner: Arc::new(Inner {
                 incoming,
-                queue_dir,
+                queue_dir: queue_dir.into(),
                 config,
                 counters,
                 clock,
@@ -724,7 +725,7 @@ impl Queue {
             msgid,
             envelope: e.env.header.clone(),
             ctime: e.env.ctime,
-            path: self.msg_path(msgid),
+            queue_dir: self.inner.queue_dir.clone(),
             encoding: e.env.encoding,
             key: self.inner.config.encryption_key,
             body: e.body.clone(),
@@ -864,10 +865,9 @@ impl Queue {
                 (Some(format::encode(&e.env)), e.on_disk, e.body.clone())
             }
         };
-        let env_path = self.env_path(msgid);
-        let msg_path = self.msg_path(msgid);
         let Some(text) = snapshot else {
             if on_disk {
+                let (env_path, msg_path) = (self.env_path(msgid), self.msg_path(msgid));
                 // The envelope goes first: a message file without one is an orphan
                 // recovery deletes. Done here rather than on the blocking pool: the
                 // hand-off cost more than two unlinks (futex wake-ups were most of the
@@ -879,6 +879,7 @@ impl Queue {
             }
             return Ok(());
         };
+        let (env_path, msg_path) = (self.env_path(msgid), self.msg_path(msgid));
         let wrote_msg = tokio::task::spawn_blocking(move || -> Result<bool, Error> {
             // A message held only in the journal gets its file now, whole before it has a name
             // (a journal checkpoint may look at it meanwhile). No fsync: the journal
@@ -1170,8 +1171,25 @@ impl Incoming {
         }
         let now = self.queue.now();
         let ttl = i64::try_from(self.queue.inner.config.ttl.as_secs()).unwrap_or(i64::MAX);
-        let mut header = self.envelope.clone();
-        let recipients = std::mem::take(&mut header.recipients);
+        // Moved out, not cloned: the envelope is not used again whether the commit
+        // succeeds or not (`commit` discards the message on failure).
+        let e = &mut self.envelope;
+        let recipients = std::mem::take(&mut e.recipients);
+        let header = Envelope {
+            session_id: e.session_id,
+            origin: e.origin.clone(),
+            helo: std::mem::take(&mut e.helo),
+            rdns: e.rdns.take(),
+            tag: e.tag.take(),
+            auth_user: e.auth_user.take(),
+            protocol: std::mem::take(&mut e.protocol),
+            mail_from: e.mail_from.take(),
+            body_type: e.body_type,
+            smtputf8: e.smtputf8,
+            dsn_ret: e.dsn_ret,
+            dsn_envid: e.dsn_envid.take(),
+            recipients: Vec::new(),
+        };
         let env = StoredEnvelope {
             msgid: self.msgid,
             ctime: now,

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -74,7 +74,7 @@ pub struct MessageRef {
     pub envelope: Arc<Envelope>,
     /// Unix seconds when it was queued (for `delay=` in logs).
     pub ctime: i64,
-    pub(crate) path: PathBuf,
+    pub(crate) queue_dir: Arc<Path>,
     pub(crate) encoding: super::MessageEncoding,
     pub(crate) key: Option<[u8; 32]>,
     /// Where the bytes are in the journal (plain encoding only): always while the
@@ -94,11 +94,11 @@ impl MessageRef {
         // A pread of at most 256 KiB that was just written: no hand-off to the blocking
         // pool for it.
         if let Some(b) = &self.body
-            && let Some(bytes) = b.read().map_err(|e| io_error(&self.path, e))?
+            && let Some(bytes) = b.read().map_err(|e| io_error(&self.path(), e))?
         {
             return Ok(bytes);
         }
-        let path = self.path.clone();
+        let path = self.path();
         let enc = self.encoding;
         let key = self.key;
         tokio::task::spawn_blocking(move || {
@@ -108,6 +108,11 @@ impl MessageRef {
         })
         .await
         .map_err(super::blocking_error)?
+    }
+
+    /// The message's file in `queue/` (it may not exist yet: see `body`).
+    fn path(&self) -> PathBuf {
+        self.queue_dir.join(format!("{}.msg", self.msgid))
     }
 }
 
@@ -329,13 +334,18 @@ impl<D: Dispatch> Scheduler<D> {
             match joined.and_then(|i| works.get_mut(i)) {
                 Some(w) => w.rcpts.push(rref),
                 None => {
-                    *st.dest_inflight.entry(dest.clone()).or_default() += 1;
+                    match st.dest_inflight.get_mut(dest.as_str()) {
+                        Some(n) => *n += 1,
+                        None => {
+                            st.dest_inflight.insert(dest.clone(), 1);
+                        }
+                    }
                     works.push(Work {
                         msg: MessageRef {
                             msgid,
                             envelope: entry.env.header.clone(),
                             ctime: entry.env.ctime,
-                            path: self.queue.msg_path(msgid),
+                            queue_dir: self.queue.inner.queue_dir.clone(),
                             encoding: entry.env.encoding,
                             key: cfg.encryption_key,
                             // Held only in the journal: every attempt reads it there.
@@ -419,7 +429,6 @@ impl<D: Dispatch> Scheduler<D> {
                     continue;
                 };
                 let expire = entry.env.expire;
-                let sender = entry.env.header.mail_from.clone().unwrap_or_default();
                 let delay = now - entry.env.ctime;
                 let Some(idx) = entry.env.rcpts.iter().position(|r| r.evpid == rref.evpid) else {
                     continue;
@@ -440,7 +449,7 @@ impl<D: Dispatch> Scheduler<D> {
                             relay: false,
                             peer: None,
                             rcpt: rref,
-                            sender: &sender,
+                            sender: entry.env.header.mail_from.as_deref().unwrap_or(""),
                             delay: u64::try_from(delay).unwrap_or(0),
                             result,
                             stat,
