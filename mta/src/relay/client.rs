@@ -16,19 +16,21 @@ use crate::queue::Outcome;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub code: u16,
-    pub lines: Vec<String>,
+    /// The lines' texts joined by `\n`: one string per reply, five replies per message.
+    texts: String,
 }
 
 impl Reply {
+    /// Every line's text, in order.
+    pub fn lines(&self) -> std::str::Split<'_, char> {
+        self.texts.split('\n')
+    }
+
     /// The reply as one line for logs, queue errors and DSNs: `550 5.1.1 no such user`.
     pub fn text(&self) -> String {
         use std::fmt::Write as _;
-        let parts = self
-            .lines
-            .iter()
-            .map(|l| l.trim())
-            .filter(|l| !l.is_empty());
-        let mut out = String::with_capacity(4 + parts.clone().map(|l| l.len() + 1).sum::<usize>());
+        let parts = self.lines().map(|l| l.trim()).filter(|l| !l.is_empty());
+        let mut out = String::with_capacity(4 + self.texts.len());
         let _ = write!(out, "{}", self.code);
         for l in parts {
             out.push(' ');
@@ -60,7 +62,7 @@ pub struct MalformedReply(pub String);
 #[derive(Debug, Default)]
 pub struct ReplyReader {
     buf: Vec<u8>,
-    lines: Vec<String>,
+    texts: String,
     code: Option<u16>,
 }
 
@@ -81,7 +83,7 @@ impl ReplyReader {
                 }
                 return Ok(None);
             };
-            let (code, sep, text) = {
+            let (code, sep) = {
                 let line = String::from_utf8_lossy(&self.buf[..=end]);
                 let line = line.trim_end_matches(['\r', '\n']);
                 let code = line
@@ -97,16 +99,19 @@ impl ReplyReader {
                 if !matches!(sep, None | Some(b' ') | Some(b'-')) {
                     return Err(MalformedReply(line.to_string()));
                 }
-                (code, sep, line.get(4..).unwrap_or("").to_string())
+                if self.code.is_some() {
+                    self.texts.push('\n');
+                }
+                self.texts.push_str(line.get(4..).unwrap_or(""));
+                (code, sep)
             };
             self.buf.drain(..=end);
             self.code = Some(code);
-            self.lines.push(text);
             if sep != Some(b'-') {
                 self.code = None;
                 return Ok(Some(Reply {
                     code,
-                    lines: std::mem::take(&mut self.lines),
+                    texts: std::mem::take(&mut self.texts),
                 }));
             }
         }
@@ -117,7 +122,7 @@ impl ReplyReader {
     pub fn discard_buffered(&mut self) -> usize {
         let n = self.buf.len();
         self.buf.clear();
-        self.lines.clear();
+        self.texts.clear();
         self.code = None;
         n
     }
@@ -199,7 +204,7 @@ impl Extensions {
             esmtp: true,
             ..Extensions::default()
         };
-        for line in reply.lines.iter().skip(1) {
+        for line in reply.lines().skip(1) {
             let mut words = line.split_whitespace();
             let Some(kw) = words.next() else { continue };
             match kw.to_ascii_uppercase().as_str() {

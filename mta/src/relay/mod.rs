@@ -87,7 +87,8 @@ pub struct Relayer {
     roots: Mutex<HashMap<Option<PathBuf>, Arc<RootCertStore>>>,
     configs: Mutex<HashMap<ConfigKey, Arc<ClientConfig>>>,
     pool: Arc<pool::Pool<PoolKey, Conn>>,
-    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Connection slots per destination domain and per host address.
+    limits: Mutex<Limits>,
     /// Told each host a delivery succeeded to (greylisting's spamlogd role, see
     /// `crate::access::Guard::record_outbound`).
     pub on_delivered: std::sync::OnceLock<Arc<dyn Fn(IpAddr) + Send + Sync>>,
@@ -96,6 +97,12 @@ pub struct Relayer {
 }
 
 type MtaStsKey = (Option<String>, Option<PathBuf>);
+
+#[derive(Default)]
+struct Limits {
+    domains: HashMap<String, Arc<Semaphore>>,
+    hosts: HashMap<SocketAddr, Arc<Semaphore>>,
+}
 
 /// One way to reach the destination: a host, the port, and how to talk to it.
 struct Route {
@@ -192,11 +199,26 @@ impl Relayer {
         Ok(c)
     }
 
-    fn semaphore(&self, key: String, n: u64) -> Arc<Semaphore> {
+    fn domain_slots(&self, domain: &str, n: u64) -> Arc<Semaphore> {
+        let mut limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        // Looked up by reference first: once a domain has its slots, delivering to it
+        // allocates no key.
+        if let Some(s) = limits.domains.get(domain) {
+            return s.clone();
+        }
+        limits
+            .domains
+            .entry(domain.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(n as usize)))
+            .clone()
+    }
+
+    fn host_slots(&self, addr: SocketAddr, n: u64) -> Arc<Semaphore> {
         self.limits
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
+            .hosts
+            .entry(addr)
             .or_insert_with(|| Arc::new(Semaphore::new(n as usize)))
             .clone()
     }
@@ -275,8 +297,8 @@ impl Relayer {
             smtputf8: req.msg.envelope.smtputf8,
             eight_bit: req.data.iter().any(|b| *b >= 0x80),
         };
-        let domain_slot = self.semaphore(
-            format!("domain {domain}"),
+        let domain_slot = self.domain_slots(
+            domain,
             limit(
                 req.config,
                 domain,
@@ -300,8 +322,8 @@ impl Relayer {
                     ca: ca.clone(),
                     src,
                 };
-                let host_slot = self.semaphore(
-                    format!("host {}", target.addr),
+                let host_slot = self.host_slots(
+                    target.addr,
                     limit(req.config, domain, "max-conn-per-host", MAX_CONN_PER_HOST),
                 );
                 let _host_permit = host_slot.acquire_owned().await;
