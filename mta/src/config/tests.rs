@@ -375,6 +375,37 @@ fn rules_first_match_wins_with_defaults_and_negation() {
 }
 
 #[test]
+fn from_src_and_from_local_look_up_the_client_address_of_either_family() {
+    let c = ok("table nets { \"2001:db8::/32\", \"192.0.2.0/24\" }\n\
+         action \"out\" relay\n\
+         match from src <nets> for any action \"out\"\n\
+         match from local for any action \"out\"\n");
+    let t = tables_for(&c);
+    let from = |src: &str| MatchContext {
+        src: Some(src.parse().unwrap()),
+        rcpt_to: "x@elsewhere.example",
+        ..MatchContext::default()
+    };
+    let rule = |src: &str| match c.match_rcpt(&from(src), &t) {
+        Decision::Action { rule, .. } => Some(rule),
+        _ => None,
+    };
+    // An address of the longest text form (39 characters), and one outside the network.
+    assert_eq!(rule("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"), Some(0));
+    assert_eq!(rule("192.0.2.200"), Some(0));
+    assert_eq!(rule("127.0.0.1"), Some(1));
+    assert_eq!(rule("2001:db9::1"), None);
+    let local = MatchContext {
+        local_enqueue: true,
+        ..from("2001:db8::1")
+    };
+    assert!(matches!(
+        c.match_rcpt(&local, &t),
+        Decision::Action { rule: 1, .. }
+    ));
+}
+
+#[test]
 fn authres_directives_set_the_checks_and_round_trip() {
     let c = ok("listen on 127.0.0.1\n");
     assert_eq!(c.authres, crate::authres::Settings::default());
