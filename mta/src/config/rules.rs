@@ -119,7 +119,8 @@ fn with_src_key<R>(ctx: &MatchContext<'_>, f: impl FnOnce(&str) -> R) -> R {
         (false, Some(ip)) => ip,
         _ => return f("local"),
     };
-    // The longest address text, an IPv6 address with an embedded IPv4 one, is 45 bytes.
+    // An address prints in at most 39 bytes (eight groups of four hex digits); even
+    // RFC 4291's longest text form, with a dotted IPv4 tail, is 45.
     let mut buf = [0u8; 64];
     let mut w = std::io::Cursor::new(&mut buf[..]);
     let _ = std::io::Write::write_fmt(&mut w, format_args!("{ip}"));

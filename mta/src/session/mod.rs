@@ -711,9 +711,8 @@ impl Session {
             .push(format!("{:016x} {line}", self.peer.session_id));
     }
 
-    /// RFC 3848 protocol name for Received and the envelope.
-    /// RFC 3848's `with` protocol: ESMTP or SMTP, S for TLS, A for an authenticated
-    /// session.
+    /// RFC 3848's protocol name for `Received:` and the envelope: ESMTP or SMTP, S for
+    /// TLS, A for an authenticated session.
     fn protocol(&self) -> &'static str {
         let extended = self.helo.as_ref().is_none_or(|h| h.extended);
         match (extended, self.tls.is_some(), self.auth_user.is_some()) {
