@@ -225,18 +225,22 @@ async fn serve(opts: Options, spool: PathBuf, state: State) -> Result<(), StartE
         fugu_gid: control::fugu_gid(),
     });
     let control_task = tokio::spawn(control::serve(control_listener, control));
+    let relayer = Arc::new(crate::relay::Relayer::new());
+    {
+        let guard = guard.clone();
+        let _ = relayer
+            .on_delivered
+            .set(Arc::new(move |ip| guard.record_outbound(ip)));
+    }
+    // Read before the first delivery, which would otherwise read them on a worker thread
+    // and hold up the sessions that thread serves.
+    let (r, resolver) = (relayer.clone(), shared.current().config.resolver.clone());
+    let _ = tokio::task::spawn_blocking(move || r.prepare(resolver.as_deref())).await;
     let scheduler = Scheduler::new(
         queue.clone(),
         Arc::new(dispatch::Deliverer {
             state: shared.clone(),
-            relayer: {
-                let relayer = Arc::new(crate::relay::Relayer::new());
-                let guard = guard.clone();
-                let _ = relayer
-                    .on_delivered
-                    .set(Arc::new(move |ip| guard.record_outbound(ip)));
-                relayer
-            },
+            relayer,
             dkim: Arc::new(crate::dkim::DkimSigner::new()),
         }),
     );

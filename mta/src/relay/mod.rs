@@ -151,6 +151,20 @@ impl Relayer {
         Ok(r)
     }
 
+    /// Builds the resolver and the TLS configuration over the system trust store, which
+    /// the first delivery needs. Each reads files and parses the system's certificates
+    /// (some 150 on Debian): milliseconds on a warm cache, more on a cold one, which a
+    /// delivery would spend holding up the sessions on its worker thread. Failures are
+    /// logged; a delivery tries again.
+    pub fn prepare(&self, config_resolver: Option<&str>) {
+        if let Err(e) = self.resolver(config_resolver) {
+            tracing::warn!("smtp-out: resolver: {e}");
+        }
+        if let Err(e) = self.tls_config(None, Verify::Logged) {
+            tracing::warn!("smtp-out: TLS configuration: {e}");
+        }
+    }
+
     /// The trust store for a relay's `ca` file (system roots when `None`), loaded once.
     pub fn roots(&self, ca: Option<&std::path::Path>) -> Arc<RootCertStore> {
         let key = ca.map(PathBuf::from);

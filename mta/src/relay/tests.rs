@@ -729,3 +729,17 @@ fn resolver_addresses_take_an_optional_port() {
     assert_eq!(parse_server("[::1]"), Some("[::1]:53".parse().unwrap()));
     assert_eq!(parse_server("dns.example"), None);
 }
+
+#[tokio::test]
+async fn prepare_builds_what_the_first_delivery_needs() {
+    let relayer = super::Relayer::new();
+    relayer.prepare(Some("127.0.0.1:5353"));
+    let built = relayer.resolver.lock().unwrap();
+    assert_eq!(
+        built.as_ref().map(|(addr, _)| addr.as_deref()),
+        Some(Some("127.0.0.1:5353"))
+    );
+    let key = (None, super::tls::Verify::Logged);
+    assert!(relayer.configs.lock().unwrap().contains_key(&key));
+    assert!(relayer.roots.lock().unwrap().contains_key(&None));
+}
