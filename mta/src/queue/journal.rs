@@ -378,8 +378,7 @@ impl Journal {
             );
         }
         if self.materialized.remove(&msgid) {
-            let _ = fs::remove_file(self.queue_dir.join(format!("{msgid}.env")));
-            let _ = fs::remove_file(self.queue_dir.join(format!("{msgid}.msg")));
+            super::remove_queued(&self.queue_dir, msgid);
         }
     }
 
@@ -566,8 +565,8 @@ pub(super) fn recover(spool: &Path, queue_dir: &Path) -> Result<usize, Error> {
     }
     let restored = live.len();
     for (msgid, (env, msg)) in &live {
-        let env_path = queue_dir.join(format!("{msgid}.env"));
-        let msg_path = queue_dir.join(format!("{msgid}.msg"));
+        let env_path = super::env_file(queue_dir, *msgid);
+        let msg_path = super::msg_file(queue_dir, *msgid);
         write_synced(&msg_path, msg)?;
         let keep = fs::read(&env_path).is_ok_and(|disk| {
             !(disk.len() < env.len() && env.starts_with(&disk))

@@ -624,11 +624,11 @@ impl Queue {
     }
 
     fn msg_path(&self, msgid: MsgId) -> PathBuf {
-        self.inner.queue_dir.join(format!("{msgid}.msg"))
+        msg_file(&self.inner.queue_dir, msgid)
     }
 
     fn env_path(&self, msgid: MsgId) -> PathBuf {
-        self.inner.queue_dir.join(format!("{msgid}.env"))
+        env_file(&self.inner.queue_dir, msgid)
     }
 
     /// Every envelope (one entry per recipient) as the running daemon sees it; one
@@ -1138,17 +1138,11 @@ impl Incoming {
     }
 
     fn incoming_msg(&self) -> PathBuf {
-        self.queue
-            .inner
-            .incoming
-            .join(format!("{}.msg", self.msgid))
+        msg_file(&self.queue.inner.incoming, self.msgid)
     }
 
     fn incoming_env(&self) -> PathBuf {
-        self.queue
-            .inner
-            .incoming
-            .join(format!("{}.env", self.msgid))
+        env_file(&self.queue.inner.incoming, self.msgid)
     }
 
     /// Makes the message durable and schedules it. Returns only after the journal record
@@ -1403,7 +1397,7 @@ fn committer(
             let data = r.and_then(|()| match data {
                 Some(d) => Ok(d),
                 None => {
-                    let p = queue_dir.join(format!("{msgid}.msg"));
+                    let p = msg_file(queue_dir, msgid);
                     fs::read(&p).map_err(|e| io_error(&p, e))
                 }
             });
@@ -1504,8 +1498,18 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 }
 
 fn remove_queued(queue_dir: &Path, msgid: MsgId) {
-    let _ = fs::remove_file(queue_dir.join(format!("{msgid}.env")));
-    let _ = fs::remove_file(queue_dir.join(format!("{msgid}.msg")));
+    let _ = fs::remove_file(env_file(queue_dir, msgid));
+    let _ = fs::remove_file(msg_file(queue_dir, msgid));
+}
+
+/// A message's envelope file in `dir` (`queue/` or `incoming/`).
+fn env_file(dir: &Path, msgid: MsgId) -> PathBuf {
+    dir.join(format!("{msgid}.env"))
+}
+
+/// A message's content file in `dir` (`queue/` or `incoming/`).
+fn msg_file(dir: &Path, msgid: MsgId) -> PathBuf {
+    dir.join(format!("{msgid}.msg"))
 }
 
 fn recover(incoming: &Path, queue_dir: &Path, corrupt: &Path, st: &mut State) -> Result<(), Error> {

@@ -112,7 +112,7 @@ impl MessageRef {
 
     /// The message's file in `queue/` (it may not exist yet: see `body`).
     fn path(&self) -> PathBuf {
-        self.queue_dir.join(format!("{}.msg", self.msgid))
+        super::msg_file(&self.queue_dir, self.msgid)
     }
 }
 
