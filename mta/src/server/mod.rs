@@ -341,16 +341,7 @@ impl Server {
                         Origin::Local => None,
                     };
                     let slot = take_slot(&counters, ip, &ctx.limits);
-                    let ctx = ctx.clone();
-                    tokio::spawn(async move {
-                        match slot {
-                            Ok(slot) => {
-                                connection(ctx, stream, origin).await;
-                                drop(slot);
-                            }
-                            Err(why) => refuse(ctx, stream, origin, why).await,
-                        }
-                    });
+                    tokio::spawn(connection(ctx.clone(), stream, origin, slot));
                 }
             }));
         }
@@ -583,7 +574,19 @@ enum Wake {
     Shutdown,
 }
 
-async fn connection(ctx: Arc<ConnCtx>, stream: Stream, origin: Origin) {
+/// A session's task, spawned as it is: wrapping it in another future would keep a second
+/// copy of its arguments in every session's task.
+async fn connection(
+    ctx: Arc<ConnCtx>,
+    stream: Stream,
+    origin: Origin,
+    slot: Result<Slot, Refusal>,
+) {
+    let slot = match slot {
+        Ok(slot) => slot,
+        // Boxed: a refusal is rare, and its state would otherwise be part of every task.
+        Err(why) => return Box::pin(refuse(ctx, stream, origin, why)).await,
+    };
     // Boxed, and freed before the conversation: what opening a session awaits (the
     // implicit-TLS handshake, the access check, reverse DNS, the filters' connect
     // phase) would otherwise keep its slots in every session's task for its whole life.
@@ -591,6 +594,7 @@ async fn connection(ctx: Arc<ConnCtx>, stream: Stream, origin: Origin) {
         return;
     };
     converse(&ctx, &mut open).await;
+    drop(slot);
 }
 
 /// A session past its banner checks, about to greet its client.
@@ -686,153 +690,228 @@ async fn converse(ctx: &ConnCtx, open: &mut Opened) {
         filters,
         client_ip,
     } = open;
-    let client_ip = *client_ip;
-    let mut pending: VecDeque<Action> = std::mem::take(first).into();
-    // Sized for a banner, an EHLO reply or a few pipelined replies, so it seldom grows.
-    let mut out: Vec<u8> = Vec::with_capacity(256);
-    let mut writer: Option<Box<dyn MessageWriter>> = None;
+    let mut shell = Shell {
+        ctx,
+        stream,
+        session,
+        filters,
+        client_ip: *client_ip,
+        pending: std::mem::take(first).into(),
+        out: Vec::new(),
+        writer: None,
+    };
     let deadline = tokio::time::Instant::now() + ctx.limits.total_timeout;
     let mut shutdown = ctx.shutdown.clone();
     loop {
-        while let Some(action) = pending.pop_front() {
-            match action {
-                Action::Reply(r) => {
-                    if let Some(ip) = client_ip
-                        && r.is_error()
-                        && r.code != 421
-                    {
-                        let failure = if r.code == 535 {
-                            crate::access::Failure::Auth
-                        } else {
-                            crate::access::Failure::Command
-                        };
-                        ctx.backend.record_failure(ip, failure);
-                    }
-                    filters.server_reply(&r);
-                    r.write_wire(&mut out);
-                    continue;
-                }
-                Action::StartTls => {
-                    if flush(stream, &mut out).await.is_err() {
-                        session.handle_into(Event::Disconnected, &mut pending)
-                    } else {
-                        // Boxed: the handshake's state (1.4 KiB) would otherwise be
-                        // part of every session's future, STARTTLS or not.
-                        match Box::pin(handshake(ctx, stream)).await {
-                            Some(info) => {
-                                filters.tls(&info.version, &info.cipher, info.bits);
-                                session.handle_into(Event::TlsEstablished(info), &mut pending)
-                            }
-                            None => session.handle_into(Event::TlsFailed, &mut pending),
-                        }
-                    }
-                }
-                Action::ClientLine(line) => filters.client_line(&line),
-                Action::FilterPhase { phase, param } => {
-                    let v = filters.command(phase, &param).await;
-                    session.handle_into(Event::FilterVerdict(v), &mut pending)
-                }
-                Action::CheckSender { address, context } => {
-                    let (backend, addr) = (&*ctx.backend, address.as_deref());
-                    let v =
-                        crate::filter::shell::check_sender(filters, backend, addr, &context).await;
-                    session.handle_into(Event::SenderVerdict(v), &mut pending)
-                }
-                Action::CheckRecipient { address, context } => {
-                    let backend = &*ctx.backend;
-                    let v =
-                        crate::filter::shell::check_recipient(filters, backend, &address, &context)
-                            .await;
-                    session.handle_into(Event::RecipientVerdict(v), &mut pending)
-                }
-                Action::VerifyCredentials { user, password } => {
-                    let v = ctx
-                        .backend
-                        .verify_credentials(&user, &password, ctx.listener.session.listener)
-                        .await;
-                    filters.auth(&user, crate::filter::auth_result(v));
-                    session.handle_into(Event::AuthVerdict(v), &mut pending)
-                }
-                Action::MessageBegin(envelope) => match filters.data().await {
-                    Verdict::Reject(r) => {
-                        session.handle_into(Event::MessageFailed(r), &mut pending)
-                    }
-                    Verdict::Disconnect(r) => filter_disconnect(session, r, &mut pending),
-                    Verdict::Proceed | Verdict::Rewrite(_) => match ctx
-                        .backend
-                        .begin_message_on(*envelope, ctx.listener.session.listener)
-                        .await
-                    {
-                        Ok(w) => writer = Some(w),
-                        Err(r) => session.handle_into(Event::MessageFailed(r), &mut pending),
-                    },
-                },
-                Action::MessageChunk(chunk) => match (writer.as_mut(), filters.chunk(chunk)) {
-                    (_, None) | (None, Some(_)) => {}
-                    (Some(w), Some(chunk)) => match w.write(&chunk).await {
-                        Ok(()) => {}
-                        Err(r) => {
-                            if let Some(w) = writer.take() {
-                                w.abort();
-                            }
-                            session.handle_into(Event::MessageFailed(r), &mut pending)
-                        }
-                    },
-                },
-                Action::MessageEnd => match writer.take() {
-                    Some(w) => match crate::filter::shell::finish_message(filters, w).await {
-                        Ok(queue_id) => {
-                            session.handle_into(Event::MessageCommitted { queue_id }, &mut pending)
-                        }
-                        Err(r) => session.handle_into(Event::MessageFailed(r), &mut pending),
-                    },
-                    None => session
-                        .handle_into(Event::MessageFailed(reply::queue_tempfail()), &mut pending),
-                },
-                Action::MessageAbort => {
-                    if let Some(w) = writer.take() {
-                        w.abort();
-                        filters.rollback();
-                    }
-                }
-                Action::Close => {
-                    let _ = flush(stream, &mut out).await;
-                    close(stream).await;
-                    return;
-                }
+        loop {
+            match shell.perform_next().await {
+                Performed::Action => {}
+                Performed::Nothing => break,
+                Performed::Closed => return,
             }
         }
+        let Shell {
+            stream,
+            session,
+            filters,
+            pending,
+            out,
+            ..
+        } = &mut shell;
         if session.is_closed() {
-            let _ = flush(stream, &mut out).await;
+            let _ = flush(stream, out).await;
             break;
         }
         // About to wait for the client: the replies so far leave together.
-        if flush(stream, &mut out).await.is_err() {
-            session.handle_into(Event::Disconnected, &mut pending);
+        if flush(stream, out).await.is_err() {
+            session.handle_into(Event::Disconnected, pending);
             continue;
         }
+        // Both are empty now, and a waiting session keeps no buffers: a thousand waiting
+        // sessions would hold 0.6 MB in them. The next input allocates again (two
+        // allocations per exchange with the client, against its two system calls).
+        *out = Vec::new();
+        *pending = VecDeque::new();
         // One timer for both limits (a timer is 112 bytes of every waiting session).
         let limit = deadline.min(tokio::time::Instant::now() + ctx.limits.idle_timeout);
         let woken = tokio::select! {
             r = read_with(stream, |input| match input {
-                [] => session.handle_into(Event::Disconnected, &mut pending),
-                input => session.handle_into(Event::Input(input), &mut pending),
+                [] => session.handle_into(Event::Disconnected, pending),
+                input => session.handle_into(Event::Input(input), pending),
             }) => Wake::Read(r),
             _ = tokio::time::sleep_until(limit) => Wake::Timeout,
             _ = shutdown.changed() => Wake::Shutdown,
         };
         match woken {
             Wake::Read(Ok(())) => {}
-            Wake::Read(Err(_)) => session.handle_into(Event::Disconnected, &mut pending),
+            Wake::Read(Err(_)) => session.handle_into(Event::Disconnected, pending),
             Wake::Timeout => {
                 filters.timeout();
-                session.handle_into(Event::Timeout, &mut pending)
+                session.handle_into(Event::Timeout, pending)
             }
-            Wake::Shutdown => session.handle_into(Event::Shutdown, &mut pending),
+            Wake::Shutdown => session.handle_into(Event::Shutdown, pending),
         }
     }
-    if let Some(w) = writer.take() {
+    if let Some(w) = shell.writer.take() {
         w.abort();
+    }
+}
+
+/// The shell's side of a conversation: the session's actions still to carry out, the
+/// replies not yet sent and the message being written.
+///
+/// Carrying out an action is a future of its own ([`Shell::perform_next`]) so that what its
+/// awaits hold (the action, a lookup's state) shares its bytes in the session's task with
+/// what the wait for the client holds: a thousand waiting sessions are a thousand tasks.
+struct Shell<'a> {
+    ctx: &'a ConnCtx,
+    stream: &'a mut Stream,
+    session: &'a mut Session,
+    filters: &'a mut crate::filter::SessionFilters,
+    client_ip: Option<IpAddr>,
+    pending: VecDeque<Action>,
+    out: Vec<u8>,
+    writer: Option<Box<dyn MessageWriter>>,
+}
+
+/// What [`Shell::perform_next`] did.
+enum Performed {
+    Action,
+    /// No action was pending.
+    Nothing,
+    /// The connection is closed.
+    Closed,
+}
+
+impl Shell<'_> {
+    /// Carries out the session's next action. It takes the action from the queue itself:
+    /// an action passed in would be held twice in the future, as argument and as local.
+    async fn perform_next(&mut self) -> Performed {
+        let Some(action) = self.pending.pop_front() else {
+            return Performed::Nothing;
+        };
+        let Shell {
+            ctx,
+            stream,
+            session,
+            filters,
+            client_ip,
+            pending,
+            out,
+            writer,
+        } = self;
+        match action {
+            Action::Reply(r) => {
+                if let Some(ip) = *client_ip
+                    && r.is_error()
+                    && r.code != 421
+                {
+                    let failure = if r.code == 535 {
+                        crate::access::Failure::Auth
+                    } else {
+                        crate::access::Failure::Command
+                    };
+                    ctx.backend.record_failure(ip, failure);
+                }
+                filters.server_reply(&r);
+                r.write_wire(out);
+            }
+            Action::StartTls => {
+                if flush(stream, out).await.is_err() {
+                    session.handle_into(Event::Disconnected, pending)
+                } else {
+                    // Boxed: the handshake's state (1.4 KiB) would otherwise be
+                    // part of every session's future, STARTTLS or not.
+                    match Box::pin(handshake(ctx, stream)).await {
+                        Some(info) => {
+                            filters.tls(&info.version, &info.cipher, info.bits);
+                            session.handle_into(Event::TlsEstablished(info), pending)
+                        }
+                        None => session.handle_into(Event::TlsFailed, pending),
+                    }
+                }
+            }
+            Action::ClientLine(line) => filters.client_line(&line),
+            Action::FilterPhase { phase, param } => {
+                let v = filters.command(phase, &param).await;
+                session.handle_into(Event::FilterVerdict(v), pending)
+            }
+            Action::CheckSender { address, context } => {
+                let (backend, addr) = (&*ctx.backend, address.as_deref());
+                let v = crate::filter::shell::check_sender(filters, backend, addr, &context).await;
+                session.handle_into(Event::SenderVerdict(v), pending)
+            }
+            Action::CheckRecipient { address, context } => {
+                let backend = &*ctx.backend;
+                let v = crate::filter::shell::check_recipient(filters, backend, &address, &context)
+                    .await;
+                session.handle_into(Event::RecipientVerdict(v), pending)
+            }
+            Action::VerifyCredentials { user, password } => {
+                let v = ctx
+                    .backend
+                    .verify_credentials(&user, &password, ctx.listener.session.listener)
+                    .await;
+                filters.auth(&user, crate::filter::auth_result(v));
+                session.handle_into(Event::AuthVerdict(v), pending)
+            }
+            Action::MessageBegin(envelope) => {
+                // The filters' verdict is done with before the queue is awaited, so the
+                // task does not keep it (88 bytes) through that wait.
+                match filters.data().await {
+                    Verdict::Reject(r) => {
+                        session.handle_into(Event::MessageFailed(r), pending);
+                        return Performed::Action;
+                    }
+                    Verdict::Disconnect(r) => {
+                        filter_disconnect(session, r, pending);
+                        return Performed::Action;
+                    }
+                    Verdict::Proceed | Verdict::Rewrite(_) => {}
+                }
+                match ctx
+                    .backend
+                    .begin_message_on(*envelope, ctx.listener.session.listener)
+                    .await
+                {
+                    Ok(w) => *writer = Some(w),
+                    Err(r) => session.handle_into(Event::MessageFailed(r), pending),
+                }
+            }
+            Action::MessageChunk(chunk) => match (writer.as_mut(), filters.chunk(chunk)) {
+                (_, None) | (None, Some(_)) => {}
+                (Some(w), Some(chunk)) => match w.write(&chunk).await {
+                    Ok(()) => {}
+                    Err(r) => {
+                        if let Some(w) = writer.take() {
+                            w.abort();
+                        }
+                        session.handle_into(Event::MessageFailed(r), pending)
+                    }
+                },
+            },
+            Action::MessageEnd => match writer.take() {
+                Some(w) => match crate::filter::shell::finish_message(filters, w).await {
+                    Ok(queue_id) => {
+                        session.handle_into(Event::MessageCommitted { queue_id }, pending)
+                    }
+                    Err(r) => session.handle_into(Event::MessageFailed(r), pending),
+                },
+                None => session.handle_into(Event::MessageFailed(reply::queue_tempfail()), pending),
+            },
+            Action::MessageAbort => {
+                if let Some(w) = writer.take() {
+                    w.abort();
+                    filters.rollback();
+                }
+            }
+            Action::Close => {
+                let _ = flush(stream, out).await;
+                close(stream).await;
+                return Performed::Closed;
+            }
+        }
+        Performed::Action
     }
 }
 

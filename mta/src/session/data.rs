@@ -53,7 +53,7 @@ impl Session {
             } else {
                 self.mode = Mode::BdatDiscard {
                     remaining: size,
-                    reply: r,
+                    reply: Box::new(r),
                 };
             }
             return;
@@ -118,7 +118,7 @@ impl Session {
             )
         });
         if let Some(tx) = self.tx.as_mut() {
-            tx.message = Some(Message {
+            tx.message = Some(Box::new(Message {
                 framer: Framer::new(!bdat, self.cfg.max_data_line),
                 headers: HeaderMeter::new(self.cfg.max_header_size, self.cfg.max_header_field),
                 size: 0,
@@ -126,7 +126,7 @@ impl Session {
                 error: None,
                 bdat,
                 fixup,
-            });
+            }));
         }
     }
 
@@ -165,7 +165,7 @@ impl Session {
                 let n = (*remaining).min(input.len() as u64);
                 *remaining -= n;
                 if *remaining == 0 {
-                    let r = reply.clone();
+                    let r = reply::Reply::clone(reply);
                     self.mode = Mode::Command;
                     self.reply(r);
                 }
