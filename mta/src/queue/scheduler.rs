@@ -202,6 +202,9 @@ impl<D: Dispatch> Scheduler<D> {
     pub async fn run(&self) {
         let mut set = tokio::task::JoinSet::new();
         loop {
+            // A finished task keeps its memory until it is joined, and the wait below
+            // joins one at most: the others are joined here.
+            while set.try_join_next().is_some() {}
             let now = self.queue.now();
             let (works, expired) = self.take_due(now);
             for (msgid, failures) in expired {
@@ -382,7 +385,10 @@ impl<D: Dispatch> Scheduler<D> {
             tracing::error!("delivery agent for action {:?} panicked", w.action);
             Vec::new()
         });
-        self.apply(w, out).await;
+        // Boxed: applying the outcome (2 KiB of state, a bounce among it) would otherwise
+        // be part of every delivery's task for all of its life, the wait for the peer
+        // included.
+        Box::pin(self.apply(w, out)).await;
     }
 
     fn backoff(&self, retries: u32) -> i64 {
