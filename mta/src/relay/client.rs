@@ -74,6 +74,14 @@ impl ReplyReader {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// The buffer to read the next bytes into (`read_buf`), with room for at least 1 KiB
+    /// past what it holds. The connection reads into it directly: a separate read buffer
+    /// was 8 KiB allocated and zeroed for every message.
+    pub fn spare(&mut self) -> &mut Vec<u8> {
+        self.buf.reserve(1024);
+        &mut self.buf
+    }
+
     /// The next complete reply, if the bytes so far hold one.
     pub fn next_reply(&mut self) -> Result<Option<Reply>, MalformedReply> {
         loop {

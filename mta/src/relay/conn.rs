@@ -55,8 +55,9 @@ pub struct Conn {
     reader: ReplyReader,
     session: Session,
     tls: Option<Arc<ClientConfig>>,
-    /// The local address of the connection (`source=` in logs).
-    pub local: Option<SocketAddr>,
+    /// The local address of the connection, as `source=` in logs shows it (written once
+    /// here, not for every message).
+    pub source: String,
 }
 
 enum Stop {
@@ -75,7 +76,10 @@ impl Conn {
         src: Option<IpAddr>,
     ) -> Result<Conn, ConnError> {
         let tcp = connect(&target, src).await?;
-        let local = tcp.local_addr().ok();
+        let source = tcp
+            .local_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
         let implicit = params.implicit_tls;
         let mut conn = Conn {
             target,
@@ -83,7 +87,7 @@ impl Conn {
             reader: ReplyReader::default(),
             session: Session::new(params),
             tls,
-            local,
+            source,
         };
         if implicit {
             conn.handshake().await?;
@@ -187,17 +191,18 @@ impl Conn {
         }
     }
 
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+    /// Reads what the server sent into the reply reader; 0 is the end of the stream.
+    async fn read(&mut self) -> std::io::Result<usize> {
+        let buf = self.reader.spare();
         match &mut self.stream {
-            Stream::Plain(s) => s.read(buf).await,
-            Stream::Tls(s) => s.read(buf).await,
+            Stream::Plain(s) => s.read_buf(buf).await,
+            Stream::Tls(s) => s.read_buf(buf).await,
             Stream::Gone => Err(std::io::ErrorKind::NotConnected.into()),
         }
     }
 
     /// Carries out actions and feeds replies until the session stops for the caller.
     async fn drive(&mut self, mut actions: Vec<Action>) -> Result<Stop, ConnError> {
-        let mut buf = vec![0u8; 8192];
         loop {
             let mut stop = None;
             for a in std::mem::take(&mut actions) {
@@ -208,7 +213,9 @@ impl Conn {
                         }
                     }
                     Action::StartTls => {
-                        self.handshake().await?;
+                        // Boxed: the handshake's future is over 1 KiB, and a message's
+                        // transaction on an open connection never needs it.
+                        Box::pin(self.handshake()).await?;
                         actions.extend(self.session.handle(Event::TlsUp));
                     }
                     Action::Ready => stop = Some(Stop::Ready),
@@ -233,9 +240,9 @@ impl Conn {
                     Ok(None) => {}
                     Err(e) => return Err(self.err(e)),
                 }
-                match timeout(REPLY_TIMEOUT, self.read(&mut buf)).await {
+                match timeout(REPLY_TIMEOUT, self.read()).await {
                     Ok(Ok(0)) => return Err(self.err("connection closed by the server")),
-                    Ok(Ok(n)) => self.reader.feed(&buf[..n]),
+                    Ok(Ok(_)) => {}
                     Ok(Err(e)) => return Err(self.err(format!("read failed: {e}"))),
                     Err(_) => return Err(self.err("timed out waiting for a reply")),
                 }

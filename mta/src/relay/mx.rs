@@ -94,7 +94,9 @@ pub async fn addresses(resolver: &TokioResolver, host: &str) -> Result<Vec<IpAdd
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![ip]);
     }
-    match resolver.lookup_ip(fqdn(host)).await {
+    // Boxed: a lookup's future is kilobytes, and it would otherwise be part of every
+    // delivery's, also to an address that needs no lookup.
+    match Box::pin(resolver.lookup_ip(fqdn(host))).await {
         Ok(l) => Ok(l.iter().collect()),
         Err(e) if e.is_nx_domain() || e.is_no_records_found() => Ok(Vec::new()),
         Err(e) => Err(format!("cannot resolve {host}: {e}")),
@@ -114,7 +116,7 @@ pub async fn resolve(
             addrs: vec![ip],
         }]);
     }
-    let records = match resolver.lookup(fqdn(domain), RecordType::MX).await {
+    let records = match Box::pin(resolver.lookup(fqdn(domain), RecordType::MX)).await {
         Ok(l) => l
             .answers()
             .iter()
