@@ -100,7 +100,12 @@ fn harmful(c: char) -> bool {
 
 impl fmt::Write for Escaping<'_, '_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        if !s.chars().any(harmful) {
+        // Bytes, not chars, for the common case: 0xC2 leads every C1 character (and a
+        // few harmless ones, which the slow path then tells apart).
+        if !s
+            .bytes()
+            .any(|b| matches!(b, 0x1b | 0x07 | 0x08 | 0x0c | 0x7f | 0xc2))
+        {
             return self.0.write_str(s);
         }
         for c in s.chars() {
@@ -205,6 +210,18 @@ mod tests {
         let helo = "evil\x1b[2J\x07\u{9b}host";
         let got = lines(false, || tracing::info!("smtp helo {helo}"));
         assert_eq!(got, vec!["  INFO smtp helo evil\\x1b[2J\\x07\\u{9b}host"]);
+    }
+
+    #[test]
+    fn a_c1_control_alone_is_spelled_out_and_other_non_ascii_text_is_not() {
+        let got = lines(false, || {
+            tracing::info!("smtp helo a\u{85}b");
+            tracing::info!("smtp helo £5 café ©");
+        });
+        assert_eq!(
+            got,
+            vec!["  INFO smtp helo a\\u{85}b", "  INFO smtp helo £5 café ©"]
+        );
     }
 
     #[test]

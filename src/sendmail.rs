@@ -465,7 +465,7 @@ fn submit(socket: &Path, p: &Prepared) -> Result<(), (u8, String)> {
         }
     };
     s.command("EHLO localhost", 250).map_err(classify)?;
-    let body = if p.data.iter().any(|b| *b >= 0x80) {
+    let body = if !p.data.is_ascii() {
         " BODY=8BITMIME"
     } else {
         ""

@@ -24,27 +24,26 @@ async fn client_verdict(b: &DaemonBackend, ip: IpAddr) -> Result<Verdict, String
 
 pub(super) async fn check_connect(b: &DaemonBackend, ip: IpAddr, listener: usize) -> Option<Reply> {
     let state = b.state.current();
-    let text = ip.to_string();
     match client_verdict(b, ip).await {
         Ok(Verdict::Allowed) => return None,
         // A ban of ours reaches the block table a moment after it takes effect here; the
         // client hears the same reason either way.
         Ok(Verdict::Blocked(_)) if b.guard.is_banned(ip) => {
-            tracing::info!("smtp refused address={text} reason=banned");
-            return Some(reply::client_banned(&text));
+            tracing::info!("smtp refused address={ip} reason=banned");
+            return Some(reply::client_banned(&ip.to_string()));
         }
         Ok(Verdict::Blocked(table)) => {
-            tracing::info!("smtp refused address={text} reason=blocked table={table}");
-            return Some(reply::client_blocked(&text));
+            tracing::info!("smtp refused address={ip} reason=blocked table={table}");
+            return Some(reply::client_blocked(&ip.to_string()));
         }
         Ok(Verdict::Unlisted) => {}
         // A lookup failure must not close the door to everyone: the client goes on to
         // the other checks, and the failure is logged.
-        Err(why) => tracing::warn!("smtp access lookup-failed address={text} reason=\"{why}\""),
+        Err(why) => tracing::warn!("smtp access lookup-failed address={ip} reason=\"{why}\""),
     }
     if b.guard.is_banned(ip) {
-        tracing::info!("smtp refused address={text} reason=banned");
-        return Some(reply::client_banned(&text));
+        tracing::info!("smtp refused address={ip} reason=banned");
+        return Some(reply::client_banned(&ip.to_string()));
     }
     // Submission clients (a listener requiring AUTH) often sit on dial-up ranges that
     // block lists carry: the lists judge servers, not users.
@@ -63,10 +62,10 @@ pub(super) async fn check_connect(b: &DaemonBackend, ip: IpAddr, listener: usize
         if score.weight >= threshold {
             let zones = score.listed_by.join(",");
             tracing::info!(
-                "smtp refused address={text} reason=dnsbl zones={zones} weight={}",
+                "smtp refused address={ip} reason=dnsbl zones={zones} weight={}",
                 score.weight
             );
-            return Some(reply::client_dnsbl(&text, &zones));
+            return Some(reply::client_dnsbl(&ip.to_string(), &zones));
         }
     }
     None

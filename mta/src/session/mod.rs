@@ -619,7 +619,7 @@ impl Session {
         let text = match std::str::from_utf8(line) {
             Ok(t) if !t.contains(['\r', '\0']) => t,
             _ => {
-                self.last_command = String::from_utf8_lossy(line).escape_default().to_string();
+                self.last_command = String::from_utf8_lossy(line).into_owned();
                 self.reply(reply::invalid_character());
                 return;
             }
@@ -640,9 +640,10 @@ impl Session {
             self.last_command = auth::log_text(cmd.args);
         } else {
             // Refilled in place: a string per command line was a fifth of a message's
-            // allocations in the session, for a text only an error's log line shows.
+            // allocations in the session, for a text only an error's log line shows. It is
+            // escaped there, not here, for the same reason.
             self.last_command.clear();
-            self.last_command.extend(text.escape_default());
+            self.last_command.push_str(text);
         }
         match cmd.verb {
             Verb::Helo => self.helo(cmd.args, false),
@@ -670,7 +671,7 @@ impl Session {
         if counts {
             self.log(format!(
                 "smtp failed-command command=\"{}\" result=\"{}\"",
-                self.last_command,
+                self.last_command.escape_default(),
                 r.first_line()
             ));
         }
