@@ -100,11 +100,12 @@ fn harmful(c: char) -> bool {
 
 impl fmt::Write for Escaping<'_, '_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        // Bytes, not chars, for the common case: 0xC2 leads every C1 character (and a
-        // few harmless ones, which the slow path then tells apart).
+        // Bytes, not chars, for the common case: an ASCII byte is its own char, and 0xC2
+        // leads every C1 character (and a few harmless ones, which the slow path then
+        // tells apart).
         if !s
             .bytes()
-            .any(|b| matches!(b, 0x1b | 0x07 | 0x08 | 0x0c | 0x7f | 0xc2))
+            .any(|b| b == 0xc2 || (b.is_ascii() && harmful(char::from(b))))
         {
             return self.0.write_str(s);
         }
