@@ -204,6 +204,18 @@ fn io_fail(e: std::io::Error) -> Outcome {
 /// is added if missing.
 pub fn dot_stuff(msg: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(msg.len() + msg.len() / 64 + 4);
+    // Almost every message has CRLF line ends and no line that starts with a dot: it goes
+    // out as it is, in one copy instead of one per line.
+    let as_is = msg.first() != Some(&b'.')
+        && memchr::memchr_iter(b'\n', msg)
+            .all(|i| i > 0 && msg[i - 1] == b'\r' && msg.get(i + 1) != Some(&b'.'));
+    if as_is {
+        out.extend_from_slice(msg);
+        if !out.ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        return out;
+    }
     let mut rest = msg;
     while !rest.is_empty() {
         let (line, next) = match memchr::memchr(b'\n', rest) {
@@ -241,6 +253,14 @@ mod tests {
         assert_eq!(dot_stuff(b""), b"\r\n");
         assert_eq!(dot_stuff(b"a\rb\n\n.\n"), b"a\rb\r\n\r\n..\r\n");
         assert_eq!(dot_stuff(b"x\r\n."), b"x\r\n..\r\n");
+    }
+
+    #[test]
+    fn a_message_with_nothing_to_stuff_goes_out_as_it_is() {
+        assert_eq!(dot_stuff(b"a: b\r\n\r\nx.\r\n"), b"a: b\r\n\r\nx.\r\n");
+        assert_eq!(dot_stuff(b"a\r\nb"), b"a\r\nb\r\n");
+        assert_eq!(dot_stuff(b"a\r"), b"a\r\r\n");
+        assert_eq!(dot_stuff(b"a\r\nb\n"), b"a\r\nb\r\n");
     }
 
     #[test]

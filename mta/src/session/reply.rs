@@ -93,6 +93,14 @@ impl Reply {
         ];
         let lines = std::iter::once(&self.text).chain(&self.more);
         let n = 1 + self.more.len();
+        // One allocation: the shell gives each exchange an empty buffer, and growing it
+        // piece by piece took three or four per reply.
+        let status = if self.status.is_empty() {
+            0
+        } else {
+            self.status.len() + 1
+        };
+        out.reserve(lines.clone().map(|t| 6 + status + t.len()).sum());
         for (i, text) in lines.enumerate() {
             out.extend_from_slice(&code);
             out.push(if i + 1 == n { b' ' } else { b'-' });
