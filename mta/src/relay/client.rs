@@ -110,7 +110,6 @@ impl ReplyReader {
                 if self.code.is_some() {
                     self.texts.push('\n');
                 }
-                self.texts.reserve(line.len());
                 self.texts.push_str(line.get(4..).unwrap_or(""));
                 (code, sep)
             };
